@@ -1,0 +1,34 @@
+# Two entry points (see README): `make demo` runs the main job, `make test` runs the tests.
+# Each creates its own virtual environment in $(VENV) on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is installed first from the pinned wheels this project is developed against; override
+# TORCH_SPEC (e.g. TORCH_SPEC="torch torchvision") to use your own CUDA build.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?= -m "not slow"
+
+.PHONY: setup demo test test-all lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(PY) recipes/demo.py
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-all: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check unifusion_sam recipes eval tests benchmarks
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

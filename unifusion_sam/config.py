@@ -1,0 +1,109 @@
+"""Base class for configuration dataclasses serialised to and from JSON.
+
+Every configuration of the library is a plain ``@dataclass`` that inherits :class:`JsonConfig`.
+Subclasses validate their fields in ``__post_init__`` and raise :class:`ValueError` /
+:class:`TypeError` naming the offending value, so an invalid config never gets constructed.
+Nested configs (a field whose type is another :class:`JsonConfig`) round-trip through dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T", bound="JsonConfig")
+
+
+class JsonConfig:
+    """Mixin for dataclass configs: ``to_dict``/``from_dict``/``to_json``/``from_json``/``save``/``load``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, JsonConfig):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        if not isinstance(data, dict):
+            raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown keys for {cls.__name__}: {unknown}; valid keys: {sorted(fields)}")
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for name, value in data.items():
+            sub = _config_type(hints.get(name))
+            if sub is not None and isinstance(value, dict):
+                value = sub.from_dict(value)
+            elif isinstance(value, list) and _is_tuple_type(hints.get(name)):
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_json(cls: type[T], text: str) -> T:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the config as JSON atomically (temporary file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json() + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls: type[T], path: str | os.PathLike) -> T:
+        return cls.from_json(Path(path).read_text())
+
+    def replace(self: T, **changes: Any) -> T:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _config_type(hint: Any) -> type[JsonConfig] | None:
+    candidates = typing.get_args(hint) or (hint,)
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, JsonConfig):
+            return c
+    return None
+
+
+def _is_tuple_type(hint: Any) -> bool:
+    candidates = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+    return any(c is tuple or typing.get_origin(c) is tuple for c in candidates)
+
+
+# ----------------------------------------------------------------------------- validators
+def check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def check_probability(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")

@@ -1,0 +1,1 @@
+"""Datasets: record types, readers of the official layouts, the synthetic generator."""

@@ -1,0 +1,94 @@
+"""Record types shared by every dataset reader, the synthetic generator, training and evaluation.
+
+Arrays follow numpy image conventions: images are ``H x W x 3`` ``uint8`` RGB, masks are ``H x W``
+``bool``, label maps are ``H x W`` integer arrays (0 = background, k = object id k).
+Readers may keep paths instead of arrays and load lazily; ``load()``-style helpers in
+:mod:`unifusion_sam.data.io` turn a path into an array and name the path when it fails.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+import numpy as np
+
+Task = Literal["ris", "fss", "vos", "rvos"]
+TASKS: tuple[str, ...] = ("ris", "fss", "vos", "rvos")
+
+ImageLike = Union[np.ndarray, str, os.PathLike]
+"""An ``H x W x 3`` uint8 array, or a path to an image file loaded on demand."""
+
+
+@dataclass
+class RefSample:
+    """One training or evaluation example of any task, fully materialised.
+
+    - ``image``: ``H x W x 3`` uint8, the query image (current frame for videos).
+    - ``mask``: ``H x W`` bool target; all-False means the object is absent in this image.
+    - ``text``: referring sentence (RIS / RVOS), else ``None``.
+    - ``ref_images`` / ``ref_masks``: K reference pairs (FSS supports, VOS/RVOS earlier frames),
+      each ``Hk x Wk x 3`` uint8 / ``Hk x Wk`` bool; empty for RIS.
+    """
+
+    task: str
+    image: np.ndarray
+    mask: np.ndarray
+    text: str | None = None
+    ref_images: list[np.ndarray] = field(default_factory=list)
+    ref_masks: list[np.ndarray] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReferringExpression:
+    """RIS record: one sentence that refers to one object of one image.
+
+    ``mask`` is the ``H x W`` bool object mask (decoded from polygons / RLE by the reader).
+    """
+
+    image: ImageLike
+    mask: np.ndarray
+    sentence: str
+    ref_id: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FewShotEpisode:
+    """FSS record: K support pairs and one query of the same class."""
+
+    query_image: ImageLike
+    query_mask: np.ndarray
+    support_images: list[ImageLike]
+    support_masks: list[np.ndarray]
+    class_name: str
+    episode_id: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VideoRecord:
+    """VOS / RVOS record: one video with its annotations.
+
+    - ``frames``: the frame images in temporal order (paths or arrays); ``frame_names`` their stems
+      (``"00000"``), used to name result files.
+    - ``annotations``: frame index -> ``H x W`` label map (or a path to a palette PNG); for
+      validation sets only the frames where an object first appears.
+    - ``object_ids``: the ids present in the video; ``first_frame``: object id -> index of the frame
+      whose annotation first contains it (objects may appear late).
+    - ``expressions``: for RVOS, expression id -> (object id, sentence).
+    """
+
+    name: str
+    frames: list[ImageLike]
+    frame_names: list[str]
+    annotations: dict[int, Any] = field(default_factory=dict)
+    object_ids: list[int] = field(default_factory=list)
+    first_frame: dict[int, int] = field(default_factory=dict)
+    expressions: dict[str, tuple[int, str]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frames)
