@@ -1,0 +1,112 @@
+"""Batched inputs and outputs of the UniFusion-SAM network, for mixed-task batches.
+
+A batch holds B query images and R reference pairs; ``ref_owner[r]`` says which sample reference
+``r`` belongs to, so each sample has its own number of references (0 for RIS, K for K-shot FSS,
+1-2 for VOS / RVOS). ``texts[i]`` is the sentence of sample ``i`` or ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..fusion.unifusion import ReferenceTokens
+
+
+@dataclass
+class SamBatch:
+    """Inputs of :meth:`UniFusionSam.forward` (S = SAM input size, h = w = S / 16).
+
+    Query side (one of ``pixels`` / ``embeddings``):
+      - ``pixels``: ``[B, 3, S, S]`` normalised and padded;
+      - ``embeddings``: ``[B, 256, h, w]`` image-encoder outputs (embedding cache).
+    References (``R >= 0``):
+      - ``ref_units``: ``[R, 3, S, S]`` images in [0, 1] (resized and padded like SAM's input);
+      - ``ref_masks``: ``[R, S, S]`` binary masks;
+      - ``ref_pixels`` ``[R, 3, S, S]`` or ``ref_embeddings`` ``[R, 256, h, w]`` for the frozen encoder;
+      - ``ref_owner``: ``[R]`` long, the sample each reference belongs to.
+    Optional prompts: ``point_coords`` ``[B, N, 2]`` / ``point_labels`` ``[B, N]`` in SAM input
+    coordinates, ``boxes`` ``[B, 4]``.
+    """
+
+    texts: list[str | None]
+    pixels: torch.Tensor | None = None
+    embeddings: torch.Tensor | None = None
+    ref_units: torch.Tensor | None = None
+    ref_masks: torch.Tensor | None = None
+    ref_pixels: torch.Tensor | None = None
+    ref_embeddings: torch.Tensor | None = None
+    ref_owner: torch.Tensor | None = None
+    point_coords: torch.Tensor | None = None
+    point_labels: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.texts)
+
+    @property
+    def num_refs(self) -> int:
+        return 0 if self.ref_masks is None else int(self.ref_masks.shape[0])
+
+    def validate(self) -> None:
+        b = self.batch_size
+        if b == 0:
+            raise ValueError("a batch needs at least one sample")
+        if (self.pixels is None) == (self.embeddings is None):
+            raise ValueError("give exactly one of pixels or embeddings for the query images")
+        query = self.pixels if self.pixels is not None else self.embeddings
+        if query.shape[0] != b:
+            raise ValueError(f"texts has {b} entries but the query tensor has batch {query.shape[0]}")
+        if self.num_refs:
+            if self.ref_units is None or self.ref_owner is None:
+                raise ValueError("references need ref_units, ref_masks and ref_owner")
+            if (self.ref_pixels is None) == (self.ref_embeddings is None):
+                raise ValueError("give exactly one of ref_pixels or ref_embeddings for the references")
+            if self.ref_owner.shape != (self.num_refs,):
+                raise ValueError(f"ref_owner must be [R] = [{self.num_refs}], got {tuple(self.ref_owner.shape)}")
+            if int(self.ref_owner.min()) < 0 or int(self.ref_owner.max()) >= b:
+                raise ValueError(f"ref_owner values must be in [0, {b}), got {self.ref_owner.tolist()}")
+
+
+@dataclass
+class SamOutput:
+    """Outputs: ``logits`` ``[B, 1, 4h, 4w]`` low-resolution mask logits; ``scores`` ``[B]`` the predicted
+    IoU, used as the object score."""
+
+    logits: torch.Tensor
+    scores: torch.Tensor
+
+
+def group_references(
+    keys: torch.Tensor, values: torch.Tensor, owner: torch.Tensor, batch: int
+) -> ReferenceTokens:
+    """Concatenate each sample's reference tokens along the token axis and pad to a common length.
+
+    ``keys``/``values``: ``[R, T, C]`` (T tokens per reference); ``owner``: ``[R]``. Returns tokens
+    ``[B, Kmax * T, C]`` with a padding mask; a sample without references is fully padded.
+    """
+    r, t, c = keys.shape
+    counts = torch.bincount(owner, minlength=batch)  # [B]
+    kmax = max(int(counts.max()), 1)
+    out_k = keys.new_zeros(batch, kmax * t, c)
+    out_v = values.new_zeros(batch, kmax * t, c)
+    padding = torch.ones(batch, kmax * t, dtype=torch.bool, device=keys.device)
+    slot = torch.zeros(batch, dtype=torch.long)
+    for i in range(r):
+        b = int(owner[i])
+        s = int(slot[b]) * t
+        out_k[b, s : s + t] = keys[i]
+        out_v[b, s : s + t] = values[i]
+        padding[b, s : s + t] = False
+        slot[b] += 1
+    return ReferenceTokens(out_k, out_v, padding)
+
+
+def mean_by_owner(values: torch.Tensor, owner: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average ``[R, C]`` rows per owning sample: ``[B, C]`` and a ``[B]`` bool "has any"."""
+    sums = values.new_zeros(batch, values.shape[1]).index_add(0, owner, values)
+    counts = torch.bincount(owner, minlength=batch).to(values.dtype)
+    return sums / counts.clamp(min=1)[:, None], counts > 0

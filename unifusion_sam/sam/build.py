@@ -1,0 +1,169 @@
+"""Build Segment Anything models: a plain dict registry of sizes, like ``segment_anything.build_sam``.
+
+``build_sam("vit_b", checkpoint="sam_vit_b_01ec64.pth")`` builds Meta's ``Sam`` from
+``segment_anything.modeling`` and loads the checkpoint safely (``weights_only=True``, CPU map,
+strict, with an error that names the mismatch). ``build_sam("tiny")`` is a small random model for
+tests and the offline default run; ``image_size`` builds any size at another input resolution.
+``build_hf_sam("tiny")`` builds the same sizes as a ``transformers.SamModel``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class SamSpec:
+    """Image-encoder size of a SAM variant (the prompt encoder and mask decoder are shared by all)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    image_size: int = 1024
+    window_size: int = 14
+    decoder_mlp_dim: int = 2048
+
+
+SAM_SPECS: dict[str, SamSpec] = {
+    "vit_b": SamSpec(768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": SamSpec(1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": SamSpec(1280, 32, 16, (7, 15, 23, 31)),
+    "tiny": SamSpec(192, 4, 3, (1, 3), image_size=256, window_size=8, decoder_mlp_dim=512),
+}
+PROMPT_DIM = 256
+PATCH_SIZE = 16
+
+
+def _spec(name: str, image_size: int | None) -> SamSpec:
+    if name not in SAM_SPECS:
+        raise ValueError(f"unknown SAM size {name!r}; choose one of {sorted(SAM_SPECS)}")
+    spec = SAM_SPECS[name]
+    if image_size is not None:
+        if not isinstance(image_size, int) or image_size <= 0 or image_size % PATCH_SIZE:
+            raise ValueError(f"image_size must be a positive multiple of {PATCH_SIZE}, got {image_size!r}")
+        spec = SamSpec(**{**spec.__dict__, "image_size": image_size})
+    return spec
+
+
+def build_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, image_size: int | None = None):
+    """Build Meta's ``segment_anything.modeling.Sam`` of size ``name`` (``vit_b``/``vit_l``/``vit_h``/``tiny``).
+
+    ``checkpoint``: a local ``.pth`` (read with ``weights_only=True``) or ``.safetensors`` file with
+    the full SAM state dict. Random weights when ``None``.
+    """
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    spec = _spec(name, image_size)
+    grid = spec.image_size // PATCH_SIZE
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=spec.depth,
+            embed_dim=spec.embed_dim,
+            img_size=spec.image_size,
+            mlp_ratio=4,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            num_heads=spec.num_heads,
+            patch_size=PATCH_SIZE,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=spec.global_attn_indexes,
+            window_size=spec.window_size,
+            out_chans=PROMPT_DIM,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=PROMPT_DIM,
+            image_embedding_size=(grid, grid),
+            input_image_size=(spec.image_size, spec.image_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_DIM, mlp_dim=spec.decoder_mlp_dim, num_heads=8),
+            transformer_dim=PROMPT_DIM,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    sam.eval()
+    if checkpoint is not None:
+        load_sam_checkpoint(sam, checkpoint, name=name)
+    return sam
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or from a ``.pth``/``.pt`` file with ``weights_only=True``."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the path
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} does not hold a state dict (got {type(state).__name__})")
+    return state
+
+
+def load_sam_checkpoint(sam: nn.Module, checkpoint: str | os.PathLike, name: str = "?") -> None:
+    """Load a full SAM state dict strictly; a size mismatch names the parameter and both shapes."""
+    state = read_state_dict(checkpoint)
+    own = sam.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        lines = [f"checkpoint {checkpoint} does not match SAM size {name!r}:"]
+        if wrong:
+            k, got, want = wrong[0]
+            lines.append(f"  {len(wrong)} shape mismatches, e.g. {k}: checkpoint {got} vs model {want}")
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {missing[:5]}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {unexpected[:5]}")
+        raise ValueError("\n".join(lines))
+    sam.load_state_dict(state)
+
+
+def build_hf_sam(name: str = "tiny", image_size: int | None = None):
+    """Build a randomly initialised ``transformers.SamModel`` with the image-encoder size ``name``.
+
+    Real checkpoints load with ``transformers.SamModel.from_pretrained`` as usual; this is for tests and
+    for sizes that have no published weights.
+    """
+    from transformers import SamConfig, SamModel
+
+    spec = _spec(name, image_size)
+    grid = spec.image_size // PATCH_SIZE
+    config = SamConfig(
+        vision_config={
+            "hidden_size": spec.embed_dim,
+            "num_hidden_layers": spec.depth,
+            "num_attention_heads": spec.num_heads,
+            "image_size": spec.image_size,
+            "patch_size": PATCH_SIZE,
+            "output_channels": PROMPT_DIM,
+            "window_size": spec.window_size,
+            "global_attn_indexes": list(spec.global_attn_indexes),
+            "mlp_dim": spec.embed_dim * 4,
+        },
+        prompt_encoder_config={"hidden_size": PROMPT_DIM, "image_size": spec.image_size, "patch_size": PATCH_SIZE,
+                               "image_embedding_size": grid},
+        mask_decoder_config={"hidden_size": PROMPT_DIM, "mlp_dim": spec.decoder_mlp_dim},
+    )
+    model = SamModel(config)
+    model.eval()
+    return model

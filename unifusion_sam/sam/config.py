@@ -1,0 +1,134 @@
+"""Adapter configuration of UniFusion-SAM and its presets (JSON files in ``adapters/``).
+
+An adapter config says which SAM it was made for, the fusion width and heads, which parts train,
+LoRA on/off with its rank and targets, and the text encoder. It is saved next to the adapter weights
+as ``adapter_config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..config import JsonConfig, check_choice, check_positive_int, check_probability
+from ..encoders.mask import MaskEncoderConfig
+from ..encoders.text import TextEncoderConfig
+from ..fusion.unifusion import UniFusionConfig
+
+SAM_FAMILIES = ("meta", "hf")
+LORA_TARGETS = ("qkv", "proj")
+
+
+@dataclass
+class LoraSettings(JsonConfig):
+    """LoRA on the image encoder's attention layers (``qkv``, optionally ``proj``), through ``peft``."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("qkv",)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise TypeError(f"lora.enabled must be a bool, got {self.enabled!r}")
+        check_positive_int("lora.r", self.r)
+        check_positive_int("lora.alpha", self.alpha)
+        check_probability("lora.dropout", self.dropout)
+        self.targets = tuple(self.targets)
+        if not self.targets or any(t not in LORA_TARGETS for t in self.targets):
+            raise ValueError(f"lora.targets must be a non-empty subset of {list(LORA_TARGETS)}, got {list(self.targets)}")
+
+
+@dataclass
+class UniFusionSamConfig(JsonConfig):
+    """Everything that defines a UniFusion-SAM adapter.
+
+    - ``sam_family``/``sam_size``/``image_size``: the SAM this adapter belongs to (checked when wrapping).
+    - ``fusion``: UniFusion (its ``dim`` must equal SAM's embedding width, 256).
+    - ``text``: the text encoder, or ``None`` for an adapter without language references.
+    - ``mask``: the mask reference encoder (stride 16, fused with the SAM embedding).
+    - ``train_mask_decoder``: whether SAM's mask decoder trains (its weights are then part of the adapter).
+    - ``lora``: LoRA on the image encoder.
+    """
+
+    sam_family: str = "meta"
+    sam_size: str = "vit_b"
+    image_size: int = 1024
+    fusion: UniFusionConfig = field(default_factory=UniFusionConfig)
+    text: TextEncoderConfig | None = field(default_factory=TextEncoderConfig)
+    mask: MaskEncoderConfig = field(default_factory=lambda: MaskEncoderConfig(strides=(16,), input_size=512))
+    train_mask_decoder: bool = True
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    def __post_init__(self) -> None:
+        check_choice("sam_family", self.sam_family, SAM_FAMILIES)
+        if not isinstance(self.sam_size, str) or not self.sam_size:
+            raise ValueError(f"sam_size must be a non-empty string, got {self.sam_size!r}")
+        check_positive_int("image_size", self.image_size)
+        for name, kind in (("fusion", UniFusionConfig), ("mask", MaskEncoderConfig), ("lora", LoraSettings)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, kind.from_dict(value))
+            elif not isinstance(value, kind):
+                raise TypeError(f"{name} must be a {kind.__name__} or a dict, got {type(value).__name__}")
+        if isinstance(self.text, dict):
+            self.text = TextEncoderConfig.from_dict(self.text)
+        elif self.text is not None and not isinstance(self.text, TextEncoderConfig):
+            raise TypeError(f"text must be a TextEncoderConfig, a dict or None, got {type(self.text).__name__}")
+        if self.fusion.dim != 256:
+            raise ValueError(f"fusion.dim must equal SAM's embedding width 256, got {self.fusion.dim}")
+        if self.mask.strides != (16,):
+            raise ValueError(f"the SAM mask encoder uses stride 16 only, got strides {self.mask.strides}")
+        if self.mask.dim != self.fusion.dim or self.mask.visual_dim != self.fusion.dim:
+            raise ValueError(f"mask.dim and mask.visual_dim must equal fusion.dim {self.fusion.dim}, got "
+                             f"{self.mask.dim} and {self.mask.visual_dim}")
+        if self.text is not None and self.text.dim != self.fusion.dim:
+            raise ValueError(f"text.dim must equal fusion.dim {self.fusion.dim}, got {self.text.dim}")
+        if not isinstance(self.train_mask_decoder, bool):
+            raise TypeError(f"train_mask_decoder must be a bool, got {self.train_mask_decoder!r}")
+
+
+# --------------------------------------------------------------------------------------- presets
+def _preset_dirs() -> list[Path]:
+    dirs = [Path(__file__).resolve().parents[2] / "adapters"]  # a source checkout / editable install
+    try:
+        dirs.append(Path(str(resources.files("unifusion_sam") / "adapters")))  # installed wheel
+    except (ModuleNotFoundError, TypeError):  # pragma: no cover
+        pass
+    return [d for d in dirs if d.is_dir()]
+
+
+def list_presets() -> list[str]:
+    """Names of the adapter presets (JSON files in ``adapters/``)."""
+    return sorted({p.stem for d in _preset_dirs() for p in d.glob("*.json")})
+
+
+def load_preset(name: str) -> UniFusionSamConfig:
+    """Load the adapter preset ``name`` (e.g. ``"sam-vit-b"``, ``"sam-tiny"``, ``"sam-vit-h-lora"``)."""
+    for d in _preset_dirs():
+        path = d / f"{name}.json"
+        if path.is_file():
+            return UniFusionSamConfig.from_dict(json.loads(path.read_text()))
+    raise ValueError(f"unknown adapter preset {name!r}; available: {list_presets()}")
+
+
+def merge_overrides(config: UniFusionSamConfig, overrides: dict[str, Any]) -> UniFusionSamConfig:
+    """Apply keyword overrides; nested sections take dicts that update only the keys they name.
+
+    ``merge_overrides(cfg, {"lora": {"enabled": True}, "fusion": {"head_dim": 256}, "text": None})``
+    """
+    data = config.to_dict()
+    for key, value in overrides.items():
+        if key not in data:
+            raise ValueError(f"unknown adapter option {key!r}; valid options: {sorted(data)}")
+        if isinstance(value, JsonConfig):
+            value = value.to_dict()
+        if isinstance(value, dict) and isinstance(data[key], dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return UniFusionSamConfig.from_dict(data)

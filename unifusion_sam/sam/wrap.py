@@ -1,0 +1,65 @@
+"""``wrap_sam``: turn a Segment Anything model into a UniFusion-SAM adapter model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .backends import make_backend
+from .build import SAM_SPECS
+from .config import UniFusionSamConfig, load_preset, merge_overrides
+from .model import UniFusionSam
+
+
+def default_preset_for(model: nn.Module) -> str:
+    """The preset matching the SAM's image-encoder width (``sam-vit-b`` for 768, ``sam-tiny`` for 192 ...)."""
+    backend = make_backend(model)
+    width = _encoder_width(backend)
+    for name, spec in SAM_SPECS.items():
+        if spec.embed_dim == width:
+            return "sam-" + name.replace("_", "-")
+    return "sam-vit-b"
+
+
+def _encoder_width(backend) -> int:
+    if backend.family == "meta":
+        return int(backend.image_encoder.patch_embed.proj.out_channels)
+    return int(backend.model.config.vision_config.hidden_size)
+
+
+def _size_name(backend) -> str:
+    width = _encoder_width(backend)
+    for name, spec in SAM_SPECS.items():
+        if spec.embed_dim == width:
+            return name
+    return f"custom-{width}"
+
+
+def wrap_sam(model: nn.Module, adapter: str | UniFusionSamConfig | None = None, **overrides: Any) -> UniFusionSam:
+    """Wrap a Meta ``segment_anything`` ``Sam`` (any size) or a ``transformers.SamModel``.
+
+    ``adapter``: a preset name from ``adapters/`` (e.g. ``"sam-vit-b"``, ``"sam-vit-h-lora"``), a
+    :class:`UniFusionSamConfig`, or ``None`` for the preset matching the model's size. ``overrides``
+    replace top-level config fields; nested sections take dicts of the keys to change, e.g.
+    ``wrap_sam(sam, lora={"enabled": True}, fusion={"head_dim": 64})``.
+
+    The SAM's image and prompt encoders are frozen (``requires_grad=False``); its weights are not
+    copied. With no reference given, the wrapped model predicts exactly like SAM.
+    """
+    backend = make_backend(model)
+    if adapter is None:
+        adapter = default_preset_for(model)
+    if isinstance(adapter, str):
+        config = load_preset(adapter)
+    elif isinstance(adapter, UniFusionSamConfig):
+        config = adapter
+    else:
+        raise TypeError(f"adapter must be a preset name, a UniFusionSamConfig or None, got {type(adapter).__name__}")
+    # The adapter records the SAM it wraps: implementation, size name and input resolution.
+    config = merge_overrides(
+        config, {"sam_family": backend.family, "sam_size": _size_name(backend), "image_size": backend.image_size}
+    )
+    if overrides:
+        config = merge_overrides(config, overrides)
+    return UniFusionSam(model, config)
