@@ -17,7 +17,7 @@ import numpy as np
 Task = Literal["ris", "fss", "vos", "rvos"]
 TASKS: tuple[str, ...] = ("ris", "fss", "vos", "rvos")
 
-ImageLike = Union[np.ndarray, str, os.PathLike]
+ImageLike = Union[np.ndarray, str, os.PathLike]  # noqa: UP007 (a runtime alias)
 """An ``H x W x 3`` uint8 array, or a path to an image file loaded on demand."""
 
 

@@ -19,6 +19,7 @@ from ..encoders.text import TextFeatures, TextReferenceEncoder
 from ..fusion.unifusion import ReferenceTokens, UniFusion
 from .backends import make_backend
 from .batch import SamBatch, SamOutput, group_references, mean_by_owner
+from .checkpoint import CheckpointMixin
 from .config import UniFusionSamConfig
 
 
@@ -31,7 +32,7 @@ class MaskReference:
     prototype: torch.Tensor
 
 
-class UniFusionSam(nn.Module):
+class UniFusionSam(CheckpointMixin, nn.Module):
     """UniFusion-SAM network. Build it with :func:`wrap_sam`."""
 
     def __init__(self, sam: nn.Module, config: UniFusionSamConfig, text_encoder: TextReferenceEncoder | None = None):
