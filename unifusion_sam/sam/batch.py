@@ -110,3 +110,52 @@ def mean_by_owner(values: torch.Tensor, owner: torch.Tensor, batch: int) -> tupl
     sums = values.new_zeros(batch, values.shape[1]).index_add(0, owner, values)
     counts = torch.bincount(owner, minlength=batch).to(values.dtype)
     return sums / counts.clamp(min=1)[:, None], counts > 0
+
+
+@dataclass
+class References:
+    """Per-sample references ready for fusion (B samples, C channels).
+
+    ``lang``: word tokens ``[B, L, C]`` (rows without a sentence fully padded), ``text_pooled``
+    ``[B, C]``, ``has_text`` ``[B]``; ``mask``: reference tokens ``[B, K*h*w, C]`` (first + previous
+    frame or K shots, padded), ``mask_pooled`` ``[B, C]`` prototypes, ``has_mask`` ``[B]``.
+    """
+
+    lang: ReferenceTokens | None = None
+    text_pooled: torch.Tensor | None = None
+    has_text: torch.Tensor | None = None
+    mask: ReferenceTokens | None = None
+    mask_pooled: torch.Tensor | None = None
+    has_mask: torch.Tensor | None = None
+
+    def has_any(self) -> torch.Tensor | None:
+        """``[B]`` bool: the sample has at least one reference (``None`` when no branch is present)."""
+        flags = [f for f in (self.has_text, self.has_mask) if f is not None]
+        if not flags:
+            return None
+        out = flags[0]
+        for f in flags[1:]:
+            out = out | f
+        return out
+
+
+def stack_text(words: list[torch.Tensor | None], pooled: list[torch.Tensor | None]) -> References:
+    """Per-sample word features ``[L_i, C]`` (or ``None``) -> padded language references for the batch."""
+    b = len(words)
+    present = [w for w in words if w is not None]
+    if not present:
+        return References()
+    c, device, dtype = present[0].shape[-1], present[0].device, present[0].dtype
+    length = max(w.shape[0] for w in present)
+    tokens = torch.zeros(b, length, c, device=device, dtype=dtype)
+    padding = torch.ones(b, length, dtype=torch.bool, device=device)
+    pooled_out = torch.zeros(b, c, device=device, dtype=dtype)
+    has = torch.zeros(b, dtype=torch.bool, device=device)
+    for i, (w, p) in enumerate(zip(words, pooled)):
+        if w is None:
+            continue
+        tokens[i, : w.shape[0]] = w
+        padding[i, : w.shape[0]] = False
+        pooled_out[i] = p
+        has[i] = True
+    return References(lang=ReferenceTokens(tokens, tokens, padding), text_pooled=pooled_out, has_text=has)

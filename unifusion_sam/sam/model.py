@@ -18,7 +18,7 @@ from ..encoders.mask import MaskReferenceEncoder
 from ..encoders.text import TextFeatures, TextReferenceEncoder
 from ..fusion.unifusion import ReferenceTokens, UniFusion
 from .backends import make_backend
-from .batch import SamBatch, SamOutput, group_references, mean_by_owner
+from .batch import References, SamBatch, SamOutput, group_references, mean_by_owner, stack_text
 from .checkpoint import CheckpointMixin
 from .config import UniFusionSamConfig
 
@@ -127,6 +127,37 @@ class UniFusionSam(CheckpointMixin, nn.Module):
         """
         return self.predictor.predict(image, **kwargs)
 
+    def track(
+        self,
+        frames,
+        *,
+        text=None,
+        masks=None,
+        new_objects=None,
+        sigma: float | str | None = None,
+        max_short_side: int | None = None,
+    ):
+        """Track objects through ``frames`` (any iterable of ``H x W x 3`` uint8 frames), online.
+
+        ``masks``: {object id: first-frame mask} (VOS); ``text``: a sentence (RVOS, object id 1) or
+        {object id: sentence}; ``new_objects``: {frame index: {object id: mask}} for objects that
+        appear later. ``sigma`` defaults to 0.3 with text and 0.4 otherwise. Yields
+        :class:`~unifusion_sam.video.session.FrameResult` (``.masks``, ``.scores``, ``.label_map``).
+        """
+        from ..video.session import VideoSession
+
+        if text is None and not masks and not new_objects:
+            raise ValueError("track needs text, masks or new_objects to know what to follow")
+        if sigma is None:
+            sigma = 0.3 if text is not None else 0.4
+        session = VideoSession(self, sigma=sigma, max_short_side=max_short_side)
+        if text is not None:
+            for obj_id, sentence in (text.items() if isinstance(text, dict) else [(1, text)]):
+                session.add_text_object(obj_id, sentence)
+        for obj_id, mask in (masks or {}).items():
+            session.add_object(obj_id, mask)
+        yield from session.run(frames, new_objects)
+
     # ------------------------------------------------------------------ named stages
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` normalised, padded images -> ``[B, 256, h, w]`` embeddings (frozen encoder)."""
@@ -204,44 +235,51 @@ class UniFusionSam(CheckpointMixin, nn.Module):
             scores = scores.index_copy(0, idx, iou[:, 0])
         return logits, scores
 
+    def text_references(self, texts: list[str | None]) -> References:
+        """Encode the sentences of a batch (``None`` = no sentence) into padded language references."""
+        rows = [i for i, t in enumerate(texts) if t is not None]
+        if not rows:
+            return References()
+        feats = self.encode_text([texts[i] for i in rows])
+        words: list[torch.Tensor | None] = [None] * len(texts)
+        pooled: list[torch.Tensor | None] = [None] * len(texts)
+        for j, i in enumerate(rows):
+            valid = ~feats.padding_mask[j]
+            words[i], pooled[i] = feats.words[j][valid], feats.pooled[j]
+        return stack_text(words, pooled)
+
+    def mask_references(self, ref: MaskReference, owner: torch.Tensor, batch: int) -> References:
+        """Group encoded mask references by owning sample: tokens ``[B, K*h*w, C]`` and prototypes ``[B, C]``."""
+        mask = group_references(ref.tokens.keys, ref.tokens.values, owner, batch)
+        pooled, has = mean_by_owner(ref.prototype, owner, batch)
+        return References(mask=mask, mask_pooled=pooled, has_mask=has)
+
+    def segment(
+        self,
+        embeddings: torch.Tensor,
+        refs: References,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+    ) -> SamOutput:
+        """Fuse the references into ``embeddings`` ``[B, 256, h, w]`` and decode masks and scores."""
+        fused = self.fuse(embeddings, refs.lang, refs.mask)
+        token = self.reference_token(refs.text_pooled, refs.has_text, refs.mask_pooled, refs.has_mask)
+        logits, scores = self.decode(fused, token, refs.has_any(), point_coords, point_labels, boxes)
+        return SamOutput(logits=logits, scores=scores)
+
     # ------------------------------------------------------------------ training forward
     def forward(self, batch: SamBatch) -> SamOutput:
         """Mask logits and object scores for a batch of mixed RIS / FSS / VOS / RVOS samples."""
         batch.validate()
         b = batch.batch_size
         emb = batch.embeddings if batch.embeddings is not None else self.encode_image(batch.pixels)
-
-        lang, text_pooled, has_text = None, None, None
-        rows = [i for i, t in enumerate(batch.texts) if t is not None]
-        if rows:
-            feats = self.encode_text([batch.texts[i] for i in rows])
-            idx = torch.tensor(rows, device=emb.device)
-            words = feats.words.new_zeros(b, *feats.words.shape[1:]).index_copy(0, idx, feats.words)
-            padding = torch.ones(b, feats.words.shape[1], dtype=torch.bool, device=emb.device)
-            padding = padding.index_copy(0, idx, feats.padding_mask)
-            lang = ReferenceTokens(words, words, padding)
-            text_pooled = feats.pooled.new_zeros(b, feats.pooled.shape[1]).index_copy(0, idx, feats.pooled)
-            has_text = torch.zeros(b, dtype=torch.bool, device=emb.device).index_fill(0, idx, True)
-
-        mask, mask_pooled, has_mask = None, None, None
+        refs = self.text_references(batch.texts)
         if batch.num_refs:
             ref_emb = batch.ref_embeddings
             if ref_emb is None:
                 ref_emb = self.encode_image(batch.ref_pixels)
-            ref = self.encode_mask_reference(batch.ref_units, batch.ref_masks, ref_emb)
-            owner = batch.ref_owner.to(emb.device)
-            mask = group_references(ref.tokens.keys, ref.tokens.values, owner, b)
-            mask_pooled, has_mask = mean_by_owner(ref.prototype, owner, b)
-
-        fused = self.fuse(emb, lang, mask)
-        token = self.reference_token(text_pooled, has_text, mask_pooled, has_mask)
-        has_ref = None
-        if token is not None:
-            has_ref = torch.zeros(b, dtype=torch.bool, device=emb.device)
-            for flags in (has_text, has_mask):
-                if flags is not None:
-                    has_ref = has_ref | flags
-        logits, scores = self.decode(
-            fused, token, has_ref, batch.point_coords, batch.point_labels, batch.boxes
-        )
-        return SamOutput(logits=logits, scores=scores)
+            encoded = self.encode_mask_reference(batch.ref_units, batch.ref_masks, ref_emb)
+            masks = self.mask_references(encoded, batch.ref_owner.to(emb.device), b)
+            refs.mask, refs.mask_pooled, refs.has_mask = masks.mask, masks.mask_pooled, masks.has_mask
+        return self.segment(emb, refs, batch.point_coords, batch.point_labels, batch.boxes)
