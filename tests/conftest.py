@@ -27,3 +27,45 @@ def text_encoder_parts():
 
     path = resolve_text_model(DEFAULT_TEXT_MODEL)
     return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+
+
+# ------------------------------------------------------------------ UniFusion-SAM (tests/test_sam_*.py)
+@pytest.fixture(scope="session")
+def tiny_sam_factory(text_encoder_parts):
+    """``make(family="meta"|"hf", **overrides) -> UniFusionSam`` on the ``sam-tiny`` preset.
+
+    Every call gets its own copy of one seeded tiny SAM per family (so training one model never
+    touches another) and its own copy of the session's MiniLM backbone (the tokenizer is shared);
+    ``overrides`` are applied to the preset like ``wrap_sam``'s keyword arguments.
+    """
+    import copy
+
+    from unifusion_sam.encoders.text import TextReferenceEncoder
+    from unifusion_sam.sam import UniFusionSam, build_hf_sam, build_sam, load_preset
+    from unifusion_sam.sam.config import merge_overrides
+
+    pristine = {}
+
+    def make(family="meta", **overrides):
+        if family not in pristine:
+            torch.manual_seed(0)
+            pristine[family] = build_sam("tiny") if family == "meta" else build_hf_sam("tiny")
+        sam = copy.deepcopy(pristine[family])
+        config = merge_overrides(load_preset("sam-tiny"), {"sam_family": family, **overrides})
+        text = None
+        if config.text is not None:
+            tokenizer, backbone = text_encoder_parts
+            text = TextReferenceEncoder(config.text, backbone=copy.deepcopy(backbone), tokenizer=tokenizer)
+        torch.manual_seed(0)
+        return UniFusionSam(sam, config, text_encoder=text)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_sam_factory):
+    """One wrapped tiny model per SAM implementation, shared by read-only tests: ``{"meta": ..., "hf": ...}``.
+
+    Tests that change weights must restore them (or build their own with ``tiny_sam_factory``).
+    """
+    return {family: tiny_sam_factory(family) for family in ("meta", "hf")}

@@ -24,12 +24,7 @@ class JsonConfig:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if isinstance(value, JsonConfig):
-                value = value.to_dict()
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
+            out[f.name] = _plain(getattr(self, f.name))
         return out
 
     @classmethod
@@ -73,6 +68,17 @@ class JsonConfig:
     def replace(self: T, **changes: Any) -> T:
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _plain(value: Any) -> Any:
+    """Nested configs to dicts and tuples to lists, recursively (JSON-ready)."""
+    if isinstance(value, JsonConfig):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _config_type(hint: Any) -> type[JsonConfig] | None:

@@ -35,13 +35,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class MaskEncoderConfig(JsonConfig):
     """Mask encoder settings: output width ``dim``, the channel width of the visual features it is
     fused with, the strides it produces, an optional reduced input size, and an optional local file
-    with ImageNet ResNet-18 weights (``.pth`` read with ``weights_only=True``, or ``.safetensors``)."""
+    with ImageNet ResNet-18 weights (``.pth`` read with ``weights_only=True``, or ``.safetensors``).
+    ``freeze_bn`` keeps the trunk's BatchNorm layers in inference mode (their affine weights still
+    train): with the tiny per-device batches of this task, batch statistics are noise, and frozen
+    statistics make a sample's output independent of the rest of its batch."""
 
     dim: int = 256
     visual_dim: int = 256
     strides: tuple[int, ...] = (16,)
     input_size: int | None = None
     pretrained_path: str | None = None
+    freeze_bn: bool = True
 
     def __post_init__(self) -> None:
         check_positive_int("dim", self.dim)
@@ -56,6 +60,8 @@ class MaskEncoderConfig(JsonConfig):
         self.strides = tuple(sorted(self.strides))
         if self.input_size is not None:
             check_positive_int("input_size", self.input_size)
+        if not isinstance(self.freeze_bn, bool):
+            raise TypeError(f"freeze_bn must be a bool, got {self.freeze_bn!r}")
         if self.pretrained_path is not None and not isinstance(self.pretrained_path, str):
             raise TypeError(f"pretrained_path must be a string path or None, got {self.pretrained_path!r}")
 
@@ -114,6 +120,14 @@ class MaskReferenceEncoder(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if self.config.pretrained_path:
             self.load_resnet_weights(self.config.pretrained_path)
+
+    def train(self, mode: bool = True) -> MaskReferenceEncoder:
+        super().train(mode)
+        if self.config.freeze_bn:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
 
     def load_resnet_weights(self, path: str | os.PathLike) -> None:
         """Load a torchvision ResNet-18 state dict from a local file into the trunk.

@@ -47,6 +47,11 @@ class SamBatch:
     def batch_size(self) -> int:
         return len(self.texts)
 
+    def to(self, device: torch.device | str) -> SamBatch:
+        """A copy with every tensor on ``device``."""
+        moved = {f: (v.to(device) if isinstance(v, torch.Tensor) else v) for f, v in self.__dict__.items()}
+        return SamBatch(**moved)
+
     @property
     def num_refs(self) -> int:
         return 0 if self.ref_masks is None else int(self.ref_masks.shape[0])

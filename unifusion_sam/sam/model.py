@@ -70,7 +70,7 @@ class UniFusionSam(CheckpointMixin, nn.Module):
                 module.requires_grad_(True)
         if self.text_encoder is not None:
             self.text_encoder.proj.requires_grad_(True)
-            if self.text_encoder.frozen:
+            if self.text_encoder.frozen or not self.config.text.trainable:  # a passed-in encoder follows the config
                 self.text_encoder.freeze()
             else:
                 self.text_encoder.backbone.requires_grad_(True)

@@ -147,9 +147,15 @@ class ReferencePredictor:
             batch.ref_embeddings = torch.cat([r[1] for r in refs])
             batch.ref_masks = torch.cat([r[2] for r in refs])
             batch.ref_owner = torch.zeros(len(refs), dtype=torch.long, device=emb.device)
-        with torch.no_grad():
-            out = self.model(batch)
-            full = self.transform.postprocess(out.logits, prepared.input_size, prepared.original_size)
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()  # inference: no dropout, BatchNorm running statistics (and none updated)
+        try:
+            with torch.no_grad():
+                out = self.model(batch)
+                full = self.transform.postprocess(out.logits, prepared.input_size, prepared.original_size)
+        finally:
+            for m, mode in modes:  # give every submodule its own mode back
+                m.training = mode
         logits = full[0, 0].float().cpu().numpy()
         return Prediction(
             mask=logits > 0.0,
@@ -191,6 +197,8 @@ class ReferencePredictor:
             lab = np.asarray(point_labels)
             if pts.ndim != 2 or pts.shape[1] != 2:
                 raise ValueError(f"point_coords must be N x 2 (x, y), got shape {pts.shape}")
+            if not np.isfinite(pts).all():
+                raise ValueError(f"point_coords must be finite, got {pts.tolist()}")
             if lab.shape != (pts.shape[0],):
                 raise ValueError(f"point_labels must have shape ({pts.shape[0]},), got {lab.shape}")
             if not np.isin(lab, (0, 1)).all():

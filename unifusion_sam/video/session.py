@@ -8,12 +8,16 @@ embedding and image are shared by all objects. Nothing grows with the number of 
 
 Per frame: the frame is encoded once; all objects are decoded in one batched forward (each with its
 own references); a mask is kept only if its score exceeds ``sigma``; masks are merged by soft
-aggregation (background = prod(1 - p_i), argmax) into a label map with stable ids.
+aggregation (background = prod(1 - p_i), argmax) into a label map with stable ids. On the frame where
+an object's mask is given, the given mask is the output (painted over the predictions; where two
+given masks overlap, the smaller id wins). The network runs in inference mode (``eval``: no dropout,
+BatchNorm running statistics, none updated) and the caller's train/eval modes are restored after.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,16 +89,16 @@ class VideoSession:
     # ------------------------------------------------------------------ objects
     def add_object(self, obj_id: int, mask) -> None:
         """Give object ``obj_id``'s mask on the next frame to be processed (its first frame, or a correction)."""
-        self._check_id(obj_id)
+        obj_id = self._check_id(obj_id)
         obj = self.objects.setdefault(obj_id, _Object())
         obj.pending = mask
 
     def add_text_object(self, obj_id: int, text: str) -> None:
         """Track the object a sentence refers to (RVOS), from the next frame on."""
-        self._check_id(obj_id)
+        obj_id = self._check_id(obj_id)
         if not isinstance(text, str):
             raise TypeError(f"text must be a string, got {type(text).__name__}: {text!r}")
-        with torch.no_grad():
+        with self._inference():
             feats = self.model.encode_text([text])
         valid = ~feats.padding_mask[0]
         self.objects[obj_id] = _Object(text=text, words=feats.words[0][valid], pooled=feats.pooled[0])
@@ -103,35 +107,57 @@ class VideoSession:
         self.objects.pop(obj_id, None)
 
     @staticmethod
-    def _check_id(obj_id: int) -> None:
+    def _check_id(obj_id: int) -> int:
         if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or not 1 <= int(obj_id) <= 255:
             raise ValueError(f"object ids must be ints in [1, 255] (0 is background), got {obj_id!r}")
+        return int(obj_id)
+
+    @contextmanager
+    def _inference(self):
+        """``no_grad`` with every submodule in eval mode; the modules' own modes are restored after."""
+        modules = list(self.model.modules()) if isinstance(self.model, torch.nn.Module) else []
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.training = False
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            for m, mode in zip(modules, modes):
+                m.training = mode
 
     # ------------------------------------------------------------------ frames
     def run(self, frames: Iterable, new_objects: Mapping[int, Mapping[int, np.ndarray]] | None = None) -> Iterator[FrameResult]:
-        """Step through ``frames`` lazily; ``new_objects[i]`` = {object id: mask} given on frame ``i``."""
-        for i, frame in enumerate(frames):
-            for obj_id, mask in (new_objects or {}).get(i, {}).items():
+        """Step through ``frames`` lazily; ``new_objects[i]`` = {object id: mask} given on frame ``i``
+        (the session's frame index, which equals the position in ``frames`` for a new session)."""
+        for frame in frames:
+            for obj_id, mask in (new_objects or {}).get(self.frame_index + 1, {}).items():
                 self.add_object(obj_id, mask)
             yield self.step(frame)
 
     def step(self, frame) -> FrameResult:
         """Process the next frame: ``H x W x 3`` uint8 RGB (or PIL)."""
         rgb = to_rgb_array(frame, name=f"frame {self.frame_index + 1}")
-        if self._size is not None and rgb.shape[:2] != self._size:
-            raise ValueError(f"frame {self.frame_index + 1} has size {rgb.shape[:2]} but the video's frames are {self._size}")
-        self._size = rgb.shape[:2]
+        size = rgb.shape[:2]
+        if self._size is not None and size != self._size:
+            raise ValueError(f"frame {self.frame_index + 1} has size {size} (H x W) but the video's frames are "
+                             f"{self._size}")
+        # validate every mask given for this frame before touching the state, so an error leaves it intact
+        pending = {k: to_bool_mask(o.pending, size, name=f"mask of object {k}")
+                   for k, o in self.objects.items() if o.pending is not None}
+        self._size = size
         self.frame_index += 1
         work = self._downscale(rgb)
         prepared = self.transform.image(work, self.model.device)
-        with torch.no_grad():
+        with self._inference():
             emb = self.model.encode_image(prepared.pixels)  # the only image encode of this frame
-            given = self._take_given(prepared, emb, rgb.shape[:2])
+            given = self._take_given(pending, prepared, emb)
             tracked = [k for k, o in self.objects.items() if k not in given and (o.prev_mask is not None or o.text)]
             probs, scores = self._predict(tracked, prepared, emb) if tracked else ({}, {})
-            for k, m in given.items():
-                probs[k], scores[k] = m, 1.0
-            label_map = self._aggregate(probs, prepared, rgb.shape[:2])
+            label_map = self._aggregate(probs, prepared, size)  # predicted objects only ...
+            scores.update({k: 1.0 for k in given})
+            for k in sorted(pending, reverse=True):  # ... then given masks, exactly as given, on top
+                label_map[pending[k]] = k
             masks = {k: label_map == k for k in self.objects}
             self._update_state(prepared, emb, label_map, masks, scores, tracked)
         return FrameResult(self.frame_index, masks, scores, label_map)
@@ -144,19 +170,16 @@ class VideoSession:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
 
-    def _take_given(self, prepared: PreparedImage, emb: torch.Tensor, size: tuple[int, int]) -> dict[int, torch.Tensor]:
-        """Masks given for this frame become the output and the object's first reference."""
-        given: dict[int, torch.Tensor] = {}
-        for k, obj in self.objects.items():
-            if obj.pending is None:
-                continue
-            mask = to_bool_mask(obj.pending, size, name=f"mask of object {k}")
+    def _take_given(self, pending: dict[int, np.ndarray], prepared: PreparedImage,
+                    emb: torch.Tensor) -> set[int]:
+        """Masks given for this frame (validated, at the frame size) become the object's first reference."""
+        for k, mask in pending.items():
+            obj = self.objects[k]
             obj.pending = None
             small = self._to_work_size(mask, prepared.input_size)
             input_mask = self.transform.mask(small, self.model.device)  # [1, S, S]
             obj.first = self.model.encode_mask_reference(prepared.unit, input_mask, emb)
-            given[k] = torch.as_tensor(small, dtype=torch.float32)
-        return given
+        return set(pending)
 
     def _to_work_size(self, mask: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
         if self.max_short_side is None or min(mask.shape) <= self.max_short_side:
@@ -190,7 +213,7 @@ class VideoSession:
                 protos.append(prev.prototype[j])
                 owner.append(i)
             encoded = MaskReference(ReferenceTokens(torch.stack(keys), torch.stack(values)), torch.stack(protos))
-            masks = self.model.mask_references(encoded, torch.tensor(owner), n)
+            masks = self.model.mask_references(encoded, torch.tensor(owner, device=emb.device), n)
             refs = References(refs.lang, refs.text_pooled, refs.has_text, masks.mask, masks.mask_pooled, masks.has_mask)
         out = self.model.segment(emb.expand(n, -1, -1, -1), refs)
         full = self.transform.postprocess(out.logits, prepared.input_size, prepared.original_size)  # [N, 1, h, w]
@@ -217,7 +240,7 @@ class VideoSession:
         lut = torch.tensor([0, *ids], dtype=torch.uint8)
         label = lut[winner].numpy()
         if label.shape != size:
-            label = np.asarray(Image.fromarray(label).resize((size[1], size[0]), Image.NEAREST))
+            label = np.array(Image.fromarray(label).resize((size[1], size[0]), Image.NEAREST))  # writable
         return label
 
     def _update_state(self, prepared, emb, label_map, masks, scores, tracked) -> None:

@@ -1,0 +1,245 @@
+"""Train a UniFusion-SAM adapter: ``accelerate launch recipes/train_sam_unifusion.py [--config ...]``.
+
+With no arguments it trains the tiny SAM + the offline MiniLM text encoder on the library's synthetic
+data through both stages (image, then video), evaluates on a held-out synthetic split, and writes
+``metrics.json``, overlay PNGs, a GIF of a tracked video and the adapter under ``outputs/default``.
+
+Every config field can be set from the command line with its dotted name, e.g.
+``--image.lr 2e-4 --batch_size 4 --stage video --resume latest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from unifusion_sam.data.synthetic import SyntheticConfig
+from unifusion_sam.sam import build_sam, wrap_sam
+from unifusion_sam.training import (
+    MixtureDataset,
+    TrainConfig,
+    TrainEmbeddingCache,
+    apply_overrides,
+    build_source,
+    collate,
+    compute_loss,
+    evaluate_synthetic,
+    flat_fields,
+    parameter_groups,
+    warmup_step_schedule,
+)
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    """``--config`` YAML + dotted overrides; unknown keys and bad values fail here, before training."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=str(DEFAULT_CONFIG))
+    known, rest = pre.parse_known_args(argv)
+    cfg = TrainConfig.from_yaml(known.config)
+    parser = argparse.ArgumentParser(description=__doc__, parents=[pre], formatter_class=argparse.RawDescriptionHelpFormatter)
+    for key, value in flat_fields(cfg).items():
+        parser.add_argument(f"--{key}", dest=key, default=None, metavar=type(value).__name__.upper())
+    args = parser.parse_args(rest)
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    return apply_overrides(cfg, overrides)
+
+
+def stage_lambdas(stages, warmup: int):
+    """Per-group learning-rate functions of the global step (optimizer groups were built with lr=1)."""
+    offsets = [0]
+    for _, stage in stages:
+        offsets.append(offsets[-1] + stage.steps)
+
+    def make(kind: str):
+        def fn(step: int) -> float:
+            for (_, stage), start in zip(stages, offsets):
+                if step < start + stage.steps:
+                    local = step - start
+                    base = stage.lr if kind == "main" else (stage.text_lr if stage.train_text_encoder else 0.0)
+                    return base * warmup_step_schedule(warmup, stage.decay_steps)(local)
+            return 0.0
+
+        return fn
+
+    return make, offsets
+
+
+def save_checkpoint(accelerator: Accelerator, out: Path, global_step: int, keep: int) -> None:
+    """``accelerator.save_state`` into a temporary folder, renamed into place; ``latest`` is updated last."""
+    ckpts = out / "checkpoints"
+    final = ckpts / f"step_{global_step:07d}"
+    tmp = ckpts / f".tmp_step_{global_step:07d}"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "train_state.json").write_text(json.dumps({"global_step": global_step}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        pointer = ckpts / "latest.tmp"
+        pointer.write_text(final.name)
+        os.replace(pointer, ckpts / "latest")
+        for old in sorted(p for p in ckpts.glob("step_*") if p.is_dir())[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def resolve_resume(out: Path, resume: str | None) -> Path | None:
+    if resume is None:
+        return None
+    if resume == "latest":
+        pointer = out / "checkpoints" / "latest"
+        if not pointer.exists():
+            return None  # nothing saved yet: start from scratch
+        return out / "checkpoints" / pointer.read_text().strip()
+    path = Path(resume)
+    if not (path / "train_state.json").exists():
+        raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no train_state.json)")
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(argv)
+    out = Path(cfg.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum,
+        mixed_precision=cfg.mixed_precision,
+        log_with=None if cfg.tracker == "none" else cfg.tracker,
+        project_dir=str(out),
+        # a batch comes from one dataset, so some batches never touch the text encoder
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    set_seed(cfg.seed, deterministic=cfg.deterministic)
+    stages = cfg.stages()
+
+    # ---- model: a frozen SAM, wrapped with the adapter
+    sam = build_sam(cfg.sam, checkpoint=cfg.sam_checkpoint, image_size=cfg.sam_image_size)
+    model = wrap_sam(sam, adapter=cfg.adapter, **cfg.adapter_overrides)
+    if accelerator.is_main_process:
+        model.print_trainable_parameters()
+    synthetic = SyntheticConfig(seed=cfg.seed + 1000, image_size=(cfg.synthetic_image_size, cfg.synthetic_image_size))
+    uses_synthetic = any(d.kind == "synthetic" for _, s in stages for d in s.data)
+
+    # ---- data sources (built now so a bad path fails before any training)
+    sources = {name: [build_source(d, cfg.synthetic_image_size, cfg.seed) for d in stage.data] for name, stage in stages}
+
+    # ---- one optimiser for the whole run; per-stage learning rates come from the schedule
+    groups = parameter_groups(model, lr=1.0, text_lr=1.0, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=1.0)
+    make_lambda, offsets = stage_lambdas(stages, cfg.warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [make_lambda("text" if g["name"].startswith("text") else "main") for g in groups]
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    inner = accelerator.unwrap_model(model)
+    cache = None if inner.lora_enabled or cfg.embedding_cache == 0 else TrainEmbeddingCache(cfg.embedding_cache)
+
+    metrics: dict = {}
+    if accelerator.is_main_process and uses_synthetic and cfg.eval_samples and resolve_resume(out, cfg.resume) is None:
+        metrics["untrained"] = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos)
+        (out).mkdir(parents=True, exist_ok=True)
+        (out / "untrained_metrics.json").write_text(json.dumps(metrics["untrained"], indent=2))
+    accelerator.wait_for_everyone()
+
+    global_step = 0
+    resume_dir = resolve_resume(out, cfg.resume)
+    if resume_dir is not None:
+        accelerator.load_state(str(resume_dir))
+        global_step = json.loads((resume_dir / "train_state.json").read_text())["global_step"]
+        if (out / "untrained_metrics.json").exists():
+            metrics["untrained"] = json.loads((out / "untrained_metrics.json").read_text())
+        accelerator.print(f"resumed from {resume_dir} at step {global_step}")
+    if cfg.tracker != "none":
+        accelerator.init_trackers("unifusion_sam", config={k: str(v) for k, v in flat_fields(cfg).items()})
+
+    total_steps = offsets[-1]
+    bar = tqdm(total=total_steps, initial=global_step, disable=not accelerator.is_main_process, desc="train")
+    for (name, stage), start in zip(stages, offsets):
+        if global_step >= start + stage.steps:
+            continue
+        if inner.text_encoder is not None:
+            inner.text_encoder.unfreeze() if stage.train_text_encoder else inner.text_encoder.freeze()
+        per_process = stage.steps * cfg.grad_accum * cfg.batch_size
+        dataset = MixtureDataset(
+            sources[name], [d.ratio for d in stage.data], inner.predictor.transform,
+            length=per_process * accelerator.num_processes, batch_size=cfg.batch_size,
+            seed=cfg.seed, stage=name, flip_prob=cfg.flip_prob,
+        )
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, collate_fn=collate,
+            persistent_workers=cfg.num_workers > 0,
+        )
+        loader = accelerator.prepare(loader)
+        done = global_step - start
+        batches = iter(accelerator.skip_first_batches(loader, done * cfg.grad_accum) if done else loader)
+        model.train()
+        tic, seen = time.perf_counter(), 0
+        for _ in range(done, stage.steps):
+            for _ in range(cfg.grad_accum):
+                batch = next(batches)
+                with accelerator.accumulate(model):
+                    terms = compute_loss(model, batch, cache)
+                    accelerator.backward(terms["loss"])
+                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                seen += len(batch.tasks) * accelerator.num_processes
+            scheduler.step()
+            global_step += 1
+            loss = accelerator.reduce(terms["loss"].detach(), reduction="mean").item()
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss} at step {global_step} ({name} stage)")
+            rate = seen / max(time.perf_counter() - tic, 1e-9)
+            bar.set_postfix(stage=name, loss=f"{loss:.3f}", samples_s=f"{rate:.1f}")
+            bar.update()
+            if global_step % cfg.log_every == 0 and cfg.tracker != "none":
+                accelerator.log({"loss": loss, **{k: v.item() for k, v in terms.items() if k != "loss"},
+                                 "lr": scheduler.get_last_lr()[0], "samples_per_s": rate}, step=global_step)
+            if global_step % cfg.save_every == 0 or global_step == start + stage.steps:
+                save_checkpoint(accelerator, out, global_step, cfg.keep_checkpoints)
+        metrics[f"final_loss_{name}"] = loss
+    bar.close()
+
+    if accelerator.is_main_process:
+        if uses_synthetic and cfg.eval_samples:
+            trained = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos, out_dir=out)
+            metrics = {**trained, **metrics}
+        metrics["steps"] = global_step
+        inner.recorded_metrics = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        inner.save_pretrained(out / "adapter")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print_table(metrics)
+    accelerator.end_training()
+    return metrics
+
+
+def print_table(metrics: dict) -> None:
+    keys = ["ris_miou", "ris_oiou", "fss_miou", "vos_jf", "rvos_jf"]
+    if not all(k in metrics for k in keys):
+        return
+    before = metrics.get("untrained", {})
+    print(f"\n{'metric':<10} {'untrained':>10} {'trained':>10}")
+    for k in keys:
+        print(f"{k:<10} {before.get(k, float('nan')):>10.3f} {metrics[k]:>10.3f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

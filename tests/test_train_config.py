@@ -1,0 +1,73 @@
+"""Training config: YAML + overrides, and clear errors before training starts."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from unifusion_sam.training import TrainConfig, apply_overrides
+from unifusion_sam.training.config import DataSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+import train_sam_unifusion as recipe  # noqa: E402
+
+DEFAULT = Path(recipe.DEFAULT_CONFIG)
+
+
+def test_default_config_loads_and_overrides():
+    cfg = recipe.parse_config(["--max_steps", "7", "--image.lr", "1e-3", "--stage", "image", "--output_dir", "x"])
+    assert cfg.max_steps == 7 and cfg.image.lr == 1e-3 and cfg.stage == "image" and cfg.output_dir == "x"
+    assert [name for name, _ in cfg.stages()] == ["image"]
+    assert cfg.stages()[0][1].steps == 7
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_unknown_keys_are_errors(tmp_path):
+    data = yaml.safe_load(DEFAULT.read_text())
+    data["learning_rate"] = 1.0
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="learning_rate"):
+        recipe.parse_config(["--config", str(path)])
+    with pytest.raises(ValueError, match="unknown config key 'image.lrr'"):
+        apply_overrides(TrainConfig.from_yaml(DEFAULT), {"image.lrr": "1"})
+    with pytest.raises(SystemExit):  # argparse rejects an unknown flag
+        recipe.parse_config(["--no_such_flag", "1"])
+
+
+def test_missing_dataset_path_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        DataSource(kind="davis2017", task="vos", root=str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="needs a root"):
+        DataSource(kind="refcoco", task="ris")
+
+
+def test_all_zero_ratios_are_an_error():
+    with pytest.raises(ValueError, match="ratios are all zero"):
+        apply_overrides(TrainConfig.from_yaml(DEFAULT), {}).image.__class__(
+            steps=5, data=[{"kind": "synthetic", "task": "ris", "ratio": 0}, {"kind": "synthetic", "task": "fss", "ratio": 0}]
+        )
+
+
+def test_bad_values_are_errors():
+    cfg = TrainConfig.from_yaml(DEFAULT)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        apply_overrides(cfg, {"mixed_precision": "fp8"})
+    with pytest.raises(ValueError, match="stage"):
+        apply_overrides(cfg, {"stage": "everything"})
+    with pytest.raises(FileNotFoundError, match="sam_checkpoint"):
+        apply_overrides(cfg, {"sam_checkpoint": "/no/such/sam.pth"})
+
+
+def test_sam_checkpoint_of_another_size_fails_before_training(tmp_path):
+    import torch
+
+    from unifusion_sam.sam import build_sam
+
+    path = tmp_path / "sam_tiny.pth"
+    torch.save(build_sam("tiny").state_dict(), path)
+    with pytest.raises(ValueError, match="does not match SAM size 'vit_b'"):
+        recipe.main(["--sam", "vit_b", "--sam_checkpoint", str(path), "--output_dir", str(tmp_path / "o"),
+                     "--tracker", "none", "--eval_samples", "0"])
+    assert not (tmp_path / "o" / "checkpoints").exists()

@@ -1,0 +1,111 @@
+"""The training recipe end to end: resume after SIGKILL, two processes, real dataset layouts."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from fixtures_layouts import write_davis, write_fss1000, write_ref_youtube_vos, write_refcoco
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "train_sam_unifusion.py"
+# small, deterministic settings: frozen text encoder without dropout, 64 px synthetic images
+FAST = [
+    "--batch_size", "2", "--synthetic_image_size", "64", "--eval_samples", "0", "--tracker", "none",
+    "--num_workers", "0", "--warmup_steps", "2", "--deterministic", "true",
+    "--adapter_overrides", '{"text": {"trainable": false, "dropout": 0.0}, "fusion": {"head_dim": 8}}',
+]
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
+               PYTHONHASHSEED="0")
+    return env
+
+
+def _run(args, **kw):
+    return subprocess.run([sys.executable, str(RECIPE), *FAST, *args], env=_env(), capture_output=True,
+                          text=True, timeout=600, **kw)
+
+
+def _adapter(out: Path) -> dict:
+    return load_file(str(out / "adapter" / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
+    steps = ["--max_steps", "8", "--save_every", "2", "--stage", "both"]
+    full = _run([*steps, "--output_dir", str(tmp_path / "full")])
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(RECIPE), *FAST, *steps, "--output_dir", str(out)],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = out / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (latest.exists() and latest.read_text().strip() >= "step_0000004"):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "adapter").exists()
+    resumed = _run([*steps, "--output_dir", str(out), "--resume", "latest"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    a, b = _adapter(tmp_path / "full"), _adapter(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    common = ["--max_steps", "3", "--stage", "image", "--save_every", "100"]
+    single = _run([*common, "--grad_accum", "2", "--output_dir", str(tmp_path / "one")])
+    assert single.returncode == 0, single.stderr[-3000:]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+           str(RECIPE), *FAST, *common, "--output_dir", str(tmp_path / "two")]
+    two = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    l1 = json.loads((tmp_path / "one" / "metrics.json").read_text())["final_loss_image"]
+    l2 = json.loads((tmp_path / "two" / "metrics.json").read_text())["final_loss_image"]
+    assert abs(l1 - l2) < 1e-5, (l1, l2)
+
+
+@pytest.mark.slow
+def test_trains_from_official_layouts(tmp_path):
+    write_refcoco(tmp_path / "refer")
+    write_fss1000(tmp_path / "fss", size=(24, 32))
+    write_davis(tmp_path / "davis")
+    write_ref_youtube_vos(tmp_path / "rytvos")
+    config = {
+        "output_dir": str(tmp_path / "out"), "sam": "tiny", "adapter": "sam-tiny", "stage": "both",
+        "batch_size": 2, "eval_samples": 0, "tracker": "none", "num_workers": 0, "save_every": 100,
+        "image": {"steps": 2, "lr": 1e-4, "data": [
+            {"kind": "refcoco", "task": "ris", "ratio": 1, "root": str(tmp_path / "refer"), "split": "train",
+             "options": {"dataset": "refcoco"}},
+            {"kind": "fss1000", "task": "fss", "ratio": 1, "root": str(tmp_path / "fss"), "split": "all"},
+        ]},
+        "video": {"steps": 2, "lr": 1e-4, "train_text_encoder": False, "data": [
+            {"kind": "davis2017", "task": "vos", "ratio": 1, "root": str(tmp_path / "davis"), "split": "train"},
+            {"kind": "ref_youtube_vos", "task": "rvos", "ratio": 1, "root": str(tmp_path / "rytvos"), "split": "train"},
+        ]},
+    }
+    path = tmp_path / "real.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(config))
+    run = subprocess.run([sys.executable, str(RECIPE), "--config", str(path)], env=_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert np.isfinite(metrics["final_loss_image"]) and np.isfinite(metrics["final_loss_video"])
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").exists()

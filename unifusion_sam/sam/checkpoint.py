@@ -1,0 +1,258 @@
+"""Adapter checkpoints of UniFusion-SAM: ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``.
+
+A checkpoint folder holds ``adapter_config.json`` (the :class:`UniFusionSamConfig`),
+``adapter_model.safetensors`` (the adapter weights only, never SAM's frozen ones) and ``README.md``
+(a model card). Adapter keys, independent of how SAM names its modules where possible:
+
+- ``fusion.*``, ``mask_encoder.*`` (BatchNorm running statistics included), ``mask_token.*``,
+  ``text_token.*``, ``text_encoder.proj.*``;
+- ``text_encoder.backbone.*`` only when ``config.text.trainable`` (a frozen text encoder is re-loaded
+  from ``config.text.model_name_or_path``);
+- ``mask_decoder.*`` when ``config.train_mask_decoder``, and ``lora.*`` (the image encoder's ``lora_``
+  tensors under their module path) when LoRA is on. These two use the SAM implementation's own
+  parameter names, so an adapter is tied to its ``sam_family``.
+
+Weights are read from safetensors only: pickle files (``*.bin``/``*.pt``) are refused, never loaded.
+Writes are atomic (see :mod:`.checkpoint_io`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .checkpoint_io import (
+    CARD_NAME,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    atomic_write,
+    portable_tensors,
+    read_adapter_weights,
+    resolve_checkpoint,
+    write_safetensors,
+)
+from .config import UniFusionSamConfig
+from .model_card import normalize_metrics, render_model_card
+
+_SHOW = 20  # keys listed per category in a mismatch error
+
+
+class AdapterLoadResult(NamedTuple):
+    """Keys the model expected but the state lacked, and keys the state had that the model does not use."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _sam_identity(sam: nn.Module) -> tuple[str, str, int, bool]:
+    """(family, size name, input size, whether the image encoder already carries LoRA layers)."""
+    from .backends import make_backend
+    from .wrap import _size_name
+
+    backend = make_backend(sam)
+    has_lora = any("lora_" in n for n, _ in backend.image_encoder.named_parameters())
+    return backend.family, _size_name(backend), backend.image_size, has_lora
+
+
+def _listing(keys: list[str]) -> str:
+    more = f" ... and {len(keys) - _SHOW} more" if len(keys) > _SHOW else ""
+    return ", ".join(keys[:_SHOW]) + more
+
+
+class CheckpointMixin:
+    """Checkpoint methods mixed into :class:`~unifusion_sam.sam.model.UniFusionSam`."""
+
+    # ------------------------------------------------------------------ metrics shown in the model card
+    @property
+    def recorded_metrics(self) -> dict[str, Any]:
+        """Metrics written into the model card (and the weights' metadata) by ``save_pretrained``."""
+        metrics = self.__dict__.get("_recorded_metrics")
+        if metrics is None:
+            metrics = self.__dict__["_recorded_metrics"] = {}
+        return metrics
+
+    @recorded_metrics.setter
+    def recorded_metrics(self, value: Mapping[str, Any]) -> None:
+        self.__dict__["_recorded_metrics"] = normalize_metrics(value)
+
+    def record_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Add or update metrics (``{"refcoco/val/oIoU": 0.71}``; nested dicts join keys with ``/``)."""
+        self.recorded_metrics.update(normalize_metrics(metrics))
+
+    # ------------------------------------------------------------------ adapter state
+    def _adapter_sections(self) -> list[tuple[str, nn.Module, Callable[[str], bool] | None]]:
+        """(key prefix, module, filter on the module's own state keys) for every part of the adapter."""
+        sections = [("fusion.", self.fusion, None), ("mask_encoder.", self.mask_encoder, None),
+                    ("mask_token.", self.mask_token, None)]
+        if self.text_token is not None:
+            sections.append(("text_token.", self.text_token, None))
+        if self.text_encoder is not None:
+            sections.append(("text_encoder.proj.", self.text_encoder.proj, None))
+            if self.config.text is not None and self.config.text.trainable:
+                sections.append(("text_encoder.backbone.", self.text_encoder.backbone, None))
+        if self.config.train_mask_decoder:
+            sections.append(("mask_decoder.", self.backend.mask_decoder, None))
+        if self.config.lora.enabled:
+            sections.append(("lora.", self.backend.image_encoder, lambda k: "lora_" in k))
+        return sections
+
+    def _adapter_entries(self) -> dict[str, tuple[int, str, torch.Tensor]]:
+        entries = {}
+        for i, (prefix, module, keep) in enumerate(self._adapter_sections()):
+            for key, value in module.state_dict(keep_vars=True).items():
+                if keep is None or keep(key):
+                    entries[prefix + key] = (i, key, value)
+        return entries
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The adapter's tensors (parameters and persistent buffers), detached, without SAM's frozen weights."""
+        return {k: v.detach() for k, (_, _, v) in self._adapter_entries().items()}
+
+    def load_adapter_state_dict(self, state: Mapping[str, torch.Tensor], strict: bool = True) -> AdapterLoadResult:
+        """Copy ``state`` (as made by :meth:`adapter_state_dict`) into the model.
+
+        Shape mismatches always raise ``ValueError`` naming each key and both shapes; with ``strict``
+        missing or unexpected keys raise too, else they are returned.
+        """
+        entries = self._adapter_entries()
+        bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise TypeError(f"adapter state values must be tensors; not tensors: {_listing(sorted(bad))}")
+        missing = sorted(set(entries) - set(state))
+        unexpected = sorted(set(state) - set(entries))
+        wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+                 for k, (_, _, v) in entries.items() if k in state and state[k].shape != v.shape]
+        if wrong or (strict and (missing or unexpected)):
+            c = self.config
+            lines = [f"adapter state does not match this UniFusion-SAM (sam_family={c.sam_family!r}, "
+                     f"sam_size={c.sam_size!r}, image_size={c.image_size}):"]
+            if wrong:
+                lines.append(f"  shape mismatches ({len(wrong)}): {_listing(wrong)}")
+            if missing and strict:
+                lines.append(f"  missing keys ({len(missing)}): {_listing(missing)}")
+            if unexpected and strict:
+                lines.append(f"  unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+            if strict and any(k.startswith(("mask_decoder.", "lora.")) for k in missing + unexpected):
+                lines.append(f"  note: mask_decoder.* and lora.* keys use the SAM implementation's own parameter "
+                             f"names, so an adapter is tied to its sam_family; this model wraps a "
+                             f"{c.sam_family!r} SAM")
+            raise ValueError("\n".join(lines))
+        sections = self._adapter_sections()
+        per_section: dict[int, dict[str, torch.Tensor]] = {}
+        for key, (i, local, _) in entries.items():
+            if key in state:
+                per_section.setdefault(i, {})[local] = state[key]
+        with torch.no_grad():
+            for i, local_state in per_section.items():
+                sections[i][1].load_state_dict(local_state, strict=False)
+        predictor = self.__dict__.get("_predictor")
+        if predictor is not None:  # cached image embeddings are stale once LoRA weights change
+            predictor.cache.clear()
+            predictor.reset_image()
+        return AdapterLoadResult(missing, unexpected)
+
+    # ------------------------------------------------------------------ saving
+    def _write_checkpoint(self, folder: Path, repo_id: str) -> list[str]:
+        from .. import __version__
+
+        tensors = portable_tensors(self.adapter_state_dict())
+        metrics = dict(self.recorded_metrics)
+        metadata = {"format": "pt", "library": "unifusion-sam", "library_version": __version__,
+                    "sam_family": self.config.sam_family, "metrics": json.dumps(metrics)}
+        write_safetensors(tensors, folder / WEIGHTS_NAME, metadata)
+        (folder / CONFIG_NAME).write_text(self.config.to_json() + "\n", encoding="utf-8")
+        card = render_model_card(
+            self.config, metrics, repo_id=repo_id,
+            parts=[prefix.rstrip(".") for prefix, _, _ in self._adapter_sections()],
+            num_parameters=sum(t.numel() for t in tensors.values()),
+            num_bytes=sum(t.numel() * t.element_size() for t in tensors.values()),
+            library_version=__version__,
+        )
+        (folder / CARD_NAME).write_text(card, encoding="utf-8")
+        return [WEIGHTS_NAME, CONFIG_NAME, CARD_NAME]
+
+    def save_pretrained(self, save_directory: str | os.PathLike, metrics: Mapping[str, Any] | None = None) -> None:
+        """Write ``adapter_config.json``, ``adapter_model.safetensors`` and ``README.md`` atomically.
+
+        ``metrics`` are added to :attr:`recorded_metrics` and shown in the model card.
+        """
+        if metrics:
+            self.record_metrics(metrics)
+        directory = Path(save_directory).expanduser()
+        atomic_write(directory, lambda tmp: self._write_checkpoint(tmp, repo_id=str(save_directory)))
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload UniFusion-SAM adapter",
+    ):
+        """Create ``repo_id`` if needed and upload the checkpoint (``save_pretrained`` files). Returns the commit info."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        with tempfile.TemporaryDirectory() as tmp:
+            self._write_checkpoint(Path(tmp), repo_id=repo_id)
+            return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
+                                     repo_type="model")
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, pretrained: str | os.PathLike, sam: nn.Module | None = None,
+                        revision: str | None = None, **hub_kwargs: Any):
+        """Build ``wrap_sam(sam, adapter=config)`` from a checkpoint folder or Hub repo id and load its adapter.
+
+        ``sam`` must be the SAM the adapter was trained with (same implementation, size and input size).
+        ``revision`` and ``hub_kwargs`` (``cache_dir``, ``token``, ``local_files_only`` ...) go to
+        ``huggingface_hub.hf_hub_download``; with ``HF_HUB_OFFLINE=1`` it reads the local HF cache.
+        Returns the model in eval mode.
+        """
+        from .wrap import wrap_sam
+
+        if sam is None:
+            raise TypeError("from_pretrained needs the SAM the adapter was trained on: "
+                            "UniFusionSam.from_pretrained(path_or_repo_id, sam=build_sam(...))")
+        config_path, weights_path, where = resolve_checkpoint(pretrained, revision=revision, **hub_kwargs)
+        try:
+            config = UniFusionSamConfig.from_json(Path(config_path).read_text(encoding="utf-8"))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"invalid adapter config {config_path}: {exc}") from exc
+        family, size, image_size, has_lora = _sam_identity(sam)
+        if (family, size, image_size) != (config.sam_family, config.sam_size, config.image_size):
+            raise ValueError(
+                f"the adapter in {where} was made for sam_family={config.sam_family!r}, sam_size={config.sam_size!r}, "
+                f"image_size={config.image_size}, but the SAM given is sam_family={family!r}, sam_size={size!r}, "
+                f"image_size={image_size}"
+            )
+        if has_lora:  # wrapping again would re-initialise those layers, or leave them active outside the adapter
+            raise ValueError("the SAM given already carries LoRA layers from an earlier wrap_sam(..., lora=...); "
+                             "pass a freshly built SAM to from_pretrained")
+        state, metadata = read_adapter_weights(weights_path)
+        saved_family = metadata.get("sam_family")
+        if saved_family is not None and saved_family != config.sam_family:
+            raise ValueError(f"{weights_path} was saved from a {saved_family!r} SAM but {config_path} says "
+                             f"sam_family={config.sam_family!r}")
+        # The mask encoder's ImageNet initialisation is overwritten by the adapter: do not read it again.
+        build_config = UniFusionSamConfig.from_dict(config.to_dict())
+        build_config.mask.pretrained_path = None
+        model = wrap_sam(sam, adapter=build_config)
+        model.config = config
+        try:
+            model.load_adapter_state_dict(state, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{weights_path}: {exc}") from exc
+        try:
+            model.recorded_metrics = json.loads(metadata.get("metrics", "{}"))
+        except (ValueError, TypeError):
+            pass  # metrics are informative only
+        return model.eval()

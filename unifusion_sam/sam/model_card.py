@@ -1,0 +1,172 @@
+"""The model card (``README.md``) written next to a UniFusion-SAM adapter checkpoint.
+
+It has YAML front matter for the Hugging Face Hub (``library_name: unifusion-sam``, tags, the base SAM
+when it is a published one), then what the adapter was made for and contains, a usage snippet, the
+recorded metrics as a table, and the full adapter configuration.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from .build import SAM_SPECS
+from .config import UniFusionSamConfig
+
+TAGS = [
+    "unifusion-sam",
+    "segment-anything",
+    "image-segmentation",
+    "referring-image-segmentation",
+    "few-shot-segmentation",
+    "video-object-segmentation",
+    "referring-video-object-segmentation",
+    "peft",
+]
+# Published SAM weights on the Hub (the Meta .pth files hold the same weights).
+HUB_SAM_IDS = {"vit_b": "facebook/sam-vit-base", "vit_l": "facebook/sam-vit-large", "vit_h": "facebook/sam-vit-huge"}
+META_SAM_FILES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
+FAMILY_NAMES = {"meta": "Meta `segment_anything` `Sam`", "hf": "`transformers.SamModel`"}
+
+
+def normalize_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float | int | str | bool]:
+    """Flatten ``metrics`` (nested dicts join their keys with ``/``) into JSON-ready scalars.
+
+    Values may be Python/numpy numbers, 0-d tensors (anything with ``.item()``), bools or strings.
+    """
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"metrics must be a dict of name -> value, got {type(metrics).__name__}")
+    out: dict[str, float | int | str | bool] = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"metric names must be non-empty strings, got {name!r}")
+        key = f"{prefix}{name}"
+        if isinstance(value, Mapping):
+            out.update(normalize_metrics(value, prefix=key + "/"))
+            continue
+        if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+            try:
+                value = value.item()
+            except (ValueError, RuntimeError) as exc:  # a tensor/array with more than one element
+                raise TypeError(f"metric {key!r} must be a scalar, got {type(value).__name__}") from exc
+        if isinstance(value, bool) or isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, numbers.Integral):
+            out[key] = int(value)
+        elif isinstance(value, numbers.Real):
+            out[key] = float(value)
+        else:
+            raise TypeError(f"metric {key!r} must be a number, bool or string, got {type(value).__name__}: {value!r}")
+    return out
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def metrics_table(metrics: Mapping[str, Any]) -> str:
+    """A Markdown table ``| metric | value |`` (empty string when there are no metrics)."""
+    if not metrics:
+        return ""
+    rows = ["| metric | value |", "| --- | --- |"]
+    rows += [f"| {_cell(k)} | {_cell(_format_value(v))} |" for k, v in metrics.items()]
+    return "\n".join(rows)
+
+
+def _usage(config: UniFusionSamConfig, repo_id: str) -> str:
+    size, family = config.sam_size, config.sam_family
+    default_size = SAM_SPECS[size].image_size if size in SAM_SPECS else None
+    image_arg = "" if config.image_size == default_size else f", image_size={config.image_size}"
+    if family == "meta":
+        ckpt = META_SAM_FILES.get(size, "sam_checkpoint.pth")
+        build = ["from unifusion_sam.sam import UniFusionSam, build_sam", "",
+                 f'sam = build_sam("{size}", checkpoint="{ckpt}"{image_arg})  # the SAM this adapter was trained on']
+    elif size in HUB_SAM_IDS and config.image_size == 1024:
+        build = ["from transformers import SamModel", "from unifusion_sam.sam import UniFusionSam", "",
+                 f'sam = SamModel.from_pretrained("{HUB_SAM_IDS[size]}")']
+    else:
+        build = ["from unifusion_sam.sam import UniFusionSam, build_hf_sam", "",
+                 f'sam = build_hf_sam("{size}"{image_arg})  # load the weights this adapter was trained on']
+    lines = build + [f'model = UniFusionSam.from_pretrained("{repo_id}", sam=sam)', ""]
+    if config.text is not None:
+        lines.append('pred = model.predict(image, text="the dog on the left")           # referring segmentation')
+    lines.append("pred = model.predict(image, ref_images=[image0], ref_masks=[mask0])  # few-shot / mask reference")
+    lines.append("pred.mask, pred.score")
+    return "```python\n" + "\n".join(lines) + "\n```"
+
+
+def render_model_card(
+    config: UniFusionSamConfig,
+    metrics: Mapping[str, Any],
+    *,
+    repo_id: str,
+    parts: list[str],
+    num_parameters: int,
+    num_bytes: int,
+    library_version: str,
+) -> str:
+    """The full ``README.md`` text of an adapter checkpoint."""
+    front: dict[str, Any] = {"library_name": "unifusion-sam", "tags": list(TAGS), "pipeline_tag": "image-segmentation"}
+    if config.sam_size in HUB_SAM_IDS and config.image_size == 1024:
+        front["base_model"] = HUB_SAM_IDS[config.sam_size]
+        front["base_model_relation"] = "adapter"
+    text_line = "none (mask references only)"
+    if config.text is not None:
+        how = "fine-tuned, weights included" if config.text.trainable else "frozen, loaded from its id"
+        text_line = f"`{config.text.model_name_or_path}` ({how})"
+    lora = config.lora
+    lora_line = f"rank {lora.r}, alpha {lora.alpha} on {', '.join(lora.targets)}" if lora.enabled else "off"
+    title = f"UniFusion-SAM adapter `{repo_id}`"
+    body = [
+        f"# {title}",
+        "",
+        "A UniFusion-SAM adapter (library `unifusion-sam`): reference-based segmentation on a frozen Segment Anything "
+        "(UniRef++'s UniFusion on the SAM image embedding). One model segments from a sentence (RIS), from "
+        "support image/mask pairs (few-shot), and tracks objects in video from a first-frame mask or a sentence "
+        "(VOS / RVOS); point and box prompts keep working.",
+        "",
+        "This checkpoint holds the adapter only; SAM's frozen weights are not included and must be given at load time.",
+        "",
+        "## Base model",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| SAM implementation | {FAMILY_NAMES.get(config.sam_family, config.sam_family)} (`sam_family: {config.sam_family}`) |",
+        f"| SAM size | `{config.sam_size}` |",
+        f"| input size | {config.image_size} |",
+        f"| text encoder | {text_line} |",
+        f"| LoRA on the image encoder | {lora_line} |",
+        f"| mask decoder | {'fine-tuned, weights included' if config.train_mask_decoder else 'frozen (SAM original)'} |",
+        "",
+        f"Adapter contents: {', '.join(f'`{p}`' for p in parts)}; {num_parameters:,d} values, "
+        f"{num_bytes / 2**20:.1f} MiB (`adapter_model.safetensors`). Made with unifusion-sam {library_version}.",
+        "",
+        "## Usage",
+        "",
+        _usage(config, repo_id),
+        "",
+        "## Metrics",
+        "",
+        metrics_table(metrics) or "No metrics recorded.",
+        "",
+        "## Configuration",
+        "",
+        "`adapter_config.json`:",
+        "",
+        "```json",
+        config.to_json(),
+        "```",
+        "",
+    ]
+    header = yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
+    return "---\n" + header + "---\n\n" + "\n".join(body)

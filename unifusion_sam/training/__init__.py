@@ -1,0 +1,28 @@
+"""Training: configs, data mixing, the embedding cache, the step, and held-out evaluation."""
+
+from .config import DataSource, StageConfig, TrainConfig, apply_overrides, flat_fields
+from .engine import TrainEmbeddingCache, compute_loss, parameter_groups, warmup_step_schedule
+from .evaluate import evaluate_synthetic
+from .mixing import MixtureDataset
+from .samples import PreparedSample, TrainBatch, collate, prepare
+from .sources import Source, build_source
+
+__all__ = [
+    "DataSource",
+    "MixtureDataset",
+    "PreparedSample",
+    "Source",
+    "StageConfig",
+    "TrainBatch",
+    "TrainConfig",
+    "TrainEmbeddingCache",
+    "apply_overrides",
+    "build_source",
+    "collate",
+    "compute_loss",
+    "evaluate_synthetic",
+    "flat_fields",
+    "parameter_groups",
+    "prepare",
+    "warmup_step_schedule",
+]

@@ -1,0 +1,176 @@
+"""Training configuration: dataclasses read from YAML, every field overridable from the command line.
+
+``TrainConfig.from_yaml(path)`` reads a recipe config; ``apply_overrides(cfg, {"optim.lr": "1e-4"})``
+sets dotted fields with values parsed as YAML scalars; unknown keys are errors before training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..config import JsonConfig, check_choice, check_positive_int
+
+STAGES = ("image", "video")
+SOURCE_KINDS = (
+    "synthetic", "refcoco", "fss1000", "davis2017", "youtube_vos", "lvos", "mose", "ref_youtube_vos",
+    "ref_davis17", "coco",
+)
+
+
+@dataclass
+class DataSource(JsonConfig):
+    """One dataset of the mixture: ``kind`` (see ``SOURCE_KINDS``), ``task`` for synthetic data and
+    for readers that serve several tasks, a sampling ``ratio``, a ``root`` folder for real datasets and
+    reader-specific ``options`` (e.g. ``{"dataset": "refcoco+", "image_dir": ...}``)."""
+
+    kind: str = "synthetic"
+    task: str = "ris"
+    ratio: float = 1.0
+    root: str | None = None
+    split: str = "train"
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_choice("data.kind", self.kind, SOURCE_KINDS)
+        check_choice("data.task", self.task, ("ris", "fss", "vos", "rvos", "pseudo_vos"))
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or self.ratio < 0:
+            raise ValueError(f"data.ratio must be a number >= 0, got {self.ratio!r}")
+        if self.kind != "synthetic":
+            if not self.root:
+                raise ValueError(f"data source {self.kind!r} needs a root folder")
+            if not os.path.isdir(self.root):
+                raise FileNotFoundError(f"data source {self.kind!r}: root folder does not exist: {self.root}")
+
+
+@dataclass
+class StageConfig(JsonConfig):
+    """One training stage: its steps, base learning rate, whether the text encoder trains, and its data."""
+
+    steps: int = 100
+    lr: float = 1e-4
+    text_lr: float = 1e-5
+    train_text_encoder: bool = True
+    decay_steps: tuple[int, ...] = ()
+    data: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"steps must be an int >= 0, got {self.steps!r}")
+        for name in ("lr", "text_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        self.data = [d if isinstance(d, DataSource) else DataSource.from_dict(d) for d in self.data]
+        if self.steps and not self.data:
+            raise ValueError("a stage with steps needs at least one data source")
+        if self.data and sum(d.ratio for d in self.data) <= 0:
+            raise ValueError(f"data ratios are all zero: {[d.ratio for d in self.data]}")
+        self.decay_steps = tuple(int(s) for s in self.decay_steps)
+
+
+@dataclass
+class TrainConfig(JsonConfig):
+    """Everything the recipe needs. ``stage`` picks ``image``, ``video`` or ``both`` (in sequence)."""
+
+    output_dir: str = "outputs/default"
+    seed: int = 0
+    sam: str = "tiny"
+    sam_checkpoint: str | None = None
+    sam_image_size: int | None = None
+    adapter: str | None = None
+    adapter_overrides: dict = field(default_factory=dict)
+    stage: str = "both"
+    image: StageConfig = field(default_factory=StageConfig)
+    video: StageConfig = field(default_factory=StageConfig)
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    num_workers: int = 1
+    embedding_cache: int = 4096
+    flip_prob: float = 0.5
+    save_every: int = 200
+    keep_checkpoints: int = 2
+    resume: str | None = None
+    log_every: int = 10
+    tracker: str = "tensorboard"
+    synthetic_image_size: int = 128
+    eval_samples: int = 48
+    eval_videos: int = 12
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("stage", self.stage, (*STAGES, "both"))
+        check_choice("mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        check_choice("tracker", self.tracker, ("tensorboard", "none"))
+        for name in ("batch_size", "grad_accum", "save_every", "log_every", "synthetic_image_size"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("image", "video"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, StageConfig.from_dict(value))
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 0):
+            raise ValueError(f"max_steps must be an int >= 0 or None, got {self.max_steps!r}")
+        if self.sam_checkpoint is not None and not os.path.isfile(self.sam_checkpoint):
+            raise FileNotFoundError(f"sam_checkpoint does not exist: {self.sam_checkpoint}")
+
+    def stages(self) -> list[tuple[str, StageConfig]]:
+        """The stages to run, in order, with ``max_steps`` (if set) capping each stage's steps."""
+        names = list(STAGES) if self.stage == "both" else [self.stage]
+        out = []
+        for name in names:
+            stage = getattr(self, name)
+            if self.max_steps is not None:
+                stage = dataclasses.replace(stage, steps=min(stage.steps, self.max_steps))
+            out.append((name, stage))
+        return out
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a training config must be a mapping, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+
+def flat_fields(cfg: JsonConfig, prefix: str = "") -> dict[str, Any]:
+    """Dotted names of every scalar field (``optim.lr`` style), for command-line overrides."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        value = getattr(cfg, f.name)
+        if isinstance(value, JsonConfig):
+            out.update(flat_fields(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, str]) -> TrainConfig:
+    """Set dotted fields from strings (parsed as YAML scalars: ``1e-4``, ``true``, ``[1, 2]``, ``null``)."""
+    data = cfg.to_dict()
+    valid = flat_fields(cfg)
+    for key, raw in overrides.items():
+        if key not in valid:
+            raise ValueError(f"unknown config key {key!r}; valid keys: {sorted(valid)}")
+        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        current = valid[key]
+        if isinstance(current, float) and isinstance(value, (str, int)) and not isinstance(value, bool):
+            try:
+                value = float(value)  # YAML reads "1e-3" as a string
+            except ValueError:
+                raise ValueError(f"{key} must be a number, got {raw!r}") from None
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node[p]
+        node[parts[-1]] = value
+    return TrainConfig.from_dict(data)

@@ -1,0 +1,98 @@
+"""Pieces of the training step shared by the recipes: embedding cache, optimiser, schedule, one step.
+
+The recipe script (``recipes/train_sam_unifusion.py``) stays a readable accelerate loop; what it
+calls lives here so tests and other recipes reuse it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+
+from ..losses import LossWeights, segmentation_loss
+from .samples import TrainBatch
+
+
+class TrainEmbeddingCache:
+    """Frozen-encoder embeddings of training images, keyed by ``PreparedSample`` cache keys (LRU, CPU).
+
+    Only valid while the image encoder is frozen (no LoRA): the recipe disables it otherwise.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def embed(self, model, pixels: torch.Tensor, keys: list[str | None]) -> torch.Tensor:
+        """Embeddings ``[N, 256, h, w]`` for ``pixels`` ``[N, 3, S, S]``; encodes only the cache misses."""
+        out: list[torch.Tensor | None] = [None] * len(keys)
+        todo = []
+        for i, k in enumerate(keys):
+            hit = self._items.get(k) if (k is not None and self.capacity > 0) else None
+            if hit is None:
+                todo.append(i)
+            else:
+                self._items.move_to_end(k)
+                out[i] = hit.to(pixels.device)
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            with torch.no_grad():
+                fresh = model.encode_image(pixels[todo])
+            for j, i in enumerate(todo):
+                out[i] = fresh[j]
+                k = keys[i]
+                if k is not None and self.capacity > 0:
+                    self._items[k] = fresh[j].detach().to("cpu")
+                    while len(self._items) > self.capacity:
+                        self._items.popitem(last=False)
+        return torch.stack(out)  # type: ignore[arg-type]
+
+
+def parameter_groups(model, lr: float, text_lr: float, weight_decay: float) -> list[dict]:
+    """AdamW groups: the text transformer at ``text_lr``, everything else trainable at ``lr``;
+    no weight decay on biases and norms."""
+    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        kind = "text" if name.startswith("text_encoder.backbone.") else "main"
+        decay = p.ndim > 1
+        groups.setdefault((kind, decay), []).append(p)
+    out = []
+    for (kind, decay), params in sorted(groups.items()):
+        out.append({"params": params, "lr": text_lr if kind == "text" else lr,
+                    "weight_decay": weight_decay if decay else 0.0, "name": f"{kind}{'' if decay else '_no_decay'}"})
+    return out
+
+
+def warmup_step_schedule(warmup: int, decay_steps: tuple[int, ...], factor: float = 0.1):
+    """LambdaLR multiplier: linear warmup over ``warmup`` steps, then x ``factor`` at each decay step."""
+
+    def fn(step: int) -> float:
+        scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        for s in decay_steps:
+            if step >= s:
+                scale *= factor
+        return scale
+
+    return fn
+
+
+def compute_loss(model, batch: TrainBatch, cache: TrainEmbeddingCache | None, weights: LossWeights | None = None):
+    """Forward a collated batch (embeddings from the cache where possible) and return the loss terms."""
+    inner = model.module if hasattr(model, "module") else model
+    device = inner.device
+    sam_batch = batch.batch.to(device)
+    if cache is not None:
+        sam_batch.embeddings = cache.embed(inner, sam_batch.pixels.to(device), batch.keys)
+        sam_batch.pixels = None
+        if sam_batch.num_refs:
+            sam_batch.ref_embeddings = cache.embed(inner, sam_batch.ref_pixels.to(device), batch.ref_keys)
+            sam_batch.ref_pixels = None
+    out = model(sam_batch)
+    return segmentation_loss(out.logits, out.scores, batch.targets.to(out.logits.device),
+                             batch.valid.to(out.logits.device), weights)

@@ -1,0 +1,170 @@
+"""Training sources: each turns a dataset (synthetic or a reader of an official layout) into
+:class:`~unifusion_sam.data.types.RefSample` records drawn with a given random generator.
+
+- RIS: one sentence and its object (RefCOCO/+/g, synthetic);
+- FSS: a query and K supports of one class (FSS-1000, synthetic);
+- VOS: two frames of one object within +-10 frames, the earlier one is the reference (DAVIS,
+  YouTube-VOS, LVOS, MOSE, synthetic);
+- RVOS: the same with the object's sentence; 40% of samples use the language only;
+- pseudo-VOS: one image, two augmentations (COCO instances, RefCOCO, synthetic scenes).
+Samples carry cache keys (``meta["key"]``, ``meta["ref_keys"]``) naming their images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.io import load_rgb
+from ..data.types import RefSample, VideoRecord
+from .config import DataSource
+
+RVOS_LANGUAGE_ONLY = 0.4
+MAX_FRAME_GAP = 10
+
+
+class Source:
+    """A sampler of training records: ``sample(rng) -> RefSample``."""
+
+    name = "source"
+
+    def sample(self, rng: np.random.Generator) -> RefSample:
+        raise NotImplementedError
+
+
+class SyntheticSource(Source):
+    """The library's synthetic data; ``options.pool`` = how many distinct items are cycled (default 4000)."""
+
+    def __init__(self, cfg: DataSource, image_size: int, seed: int) -> None:
+        from ..data.synthetic import SyntheticConfig, SyntheticDataset
+
+        options = dict(cfg.options)
+        self.pool = int(options.pop("pool", 4000))
+        task = "ris" if cfg.task == "pseudo_vos" else cfg.task
+        config = SyntheticConfig(seed=seed, image_size=(image_size, image_size), **options)
+        self.dataset = SyntheticDataset(cfg.split, task, self.pool, config)
+        self.task = cfg.task
+        self.name = f"synthetic-{cfg.task}"
+
+    def sample(self, rng: np.random.Generator) -> RefSample:
+        i = int(rng.integers(self.pool))
+        s = self.dataset[i]
+        key = f"{self.name}:{self.dataset.split}:{i}"
+        meta = {**s.meta, "key": key, "ref_keys": [f"{key}:ref{k}" for k in range(len(s.ref_images))]}
+        if self.task == "pseudo_vos":
+            return RefSample("pseudo_vos", s.image, s.mask, meta=meta)
+        if self.task == "rvos" and rng.random() < RVOS_LANGUAGE_ONLY:
+            return RefSample("rvos", s.image, s.mask, s.text, meta={**meta, "ref_keys": []})
+        return RefSample(s.task, s.image, s.mask, s.text, list(s.ref_images), list(s.ref_masks), meta)
+
+
+class RefCOCOSource(Source):
+    """RefCOCO/+/g sentences (RIS) or pseudo-videos of their objects (``task: pseudo_vos``)."""
+
+    def __init__(self, cfg: DataSource) -> None:
+        from ..data.readers import RefCOCO
+
+        self.reader = RefCOCO(cfg.root, split=cfg.split, **cfg.options)
+        self.task = cfg.task
+        self.name = f"refcoco-{cfg.task}"
+
+    def sample(self, rng: np.random.Generator) -> RefSample:
+        rec = self.reader[int(rng.integers(len(self.reader)))]
+        image = load_rgb(rec.image) if not isinstance(rec.image, np.ndarray) else rec.image
+        meta = {"key": f"img:{rec.image}", "ref_id": rec.ref_id}
+        if self.task == "pseudo_vos":
+            return RefSample("pseudo_vos", image, rec.mask, meta=meta)
+        return RefSample("ris", image, rec.mask, rec.sentence, meta=meta)
+
+
+class FSS1000Source(Source):
+    """Random K-shot episodes from FSS-1000's training classes (``options.shot``, default 1)."""
+
+    def __init__(self, cfg: DataSource) -> None:
+        from ..data.readers import FSS1000
+
+        self.reader = FSS1000(cfg.root, split=cfg.split, **cfg.options)
+        self.name = "fss1000"
+
+    def sample(self, rng: np.random.Generator) -> RefSample:
+        from ..data.readers import materialize
+
+        ep = self.reader[int(rng.integers(len(self.reader)))]
+        meta = {"key": f"img:{ep.query_image}", "ref_keys": [f"img:{p}" for p in ep.support_images]}
+        ep = materialize(ep)
+        return RefSample("fss", ep.query_image, ep.query_mask, None, list(ep.support_images),
+                         list(ep.support_masks), meta)
+
+
+class VideoSource(Source):
+    """VOS / RVOS samples from a video reader: two frames of one object within +-10 frames."""
+
+    def __init__(self, reader, task: str, name: str) -> None:
+        self.reader = reader
+        self.task = task
+        self.name = name
+
+    def sample(self, rng: np.random.Generator) -> RefSample:
+        from ..data.readers import load_video_annotation, load_video_frame
+
+        for _ in range(20):
+            rec: VideoRecord = self.reader[int(rng.integers(len(self.reader)))]
+            annotated = sorted(rec.annotations)
+            if len(annotated) < 2:
+                continue
+            text = None
+            if self.task == "rvos":
+                if not rec.expressions:
+                    continue
+                exp_ids = sorted(rec.expressions)
+                obj, text = rec.expressions[exp_ids[int(rng.integers(len(exp_ids)))]]
+            else:
+                obj = rec.object_ids[int(rng.integers(len(rec.object_ids)))]
+            t_pos = int(rng.integers(1, len(annotated)))
+            t = annotated[t_pos]
+            earlier = [f for f in annotated[:t_pos] if t - f <= MAX_FRAME_GAP] or [annotated[t_pos - 1]]
+            r = earlier[int(rng.integers(len(earlier)))]
+            ref_label = load_video_annotation(rec, r)
+            if not (ref_label == obj).any():
+                continue
+            image, label = load_video_frame(rec, t), load_video_annotation(rec, t)
+            meta = {"key": f"img:{rec.frames[t]}", "ref_keys": [f"img:{rec.frames[r]}"], "video": rec.name}
+            if self.task == "rvos" and rng.random() < RVOS_LANGUAGE_ONLY:
+                return RefSample("rvos", image, label == obj, text, meta={**meta, "ref_keys": []})
+            return RefSample(self.task, image, label == obj, text, [load_video_frame(rec, r)], [ref_label == obj], meta)
+        raise ValueError(f"{self.name}: could not find a video with two annotated frames of one object")
+
+
+class COCOSource(Source):
+    """Pseudo-videos from COCO instances (two augmentations of one image)."""
+
+    def __init__(self, cfg: DataSource) -> None:
+        from ..data.readers import COCOInstances
+
+        self.reader = COCOInstances(cfg.root, split=cfg.split, **cfg.options)
+        self.name = "coco"
+
+    def sample(self, rng: np.random.Generator) -> RefSample:
+        rec = self.reader[int(rng.integers(len(self.reader)))]
+        image = load_rgb(rec.image) if not isinstance(rec.image, np.ndarray) else rec.image
+        return RefSample("pseudo_vos", image, rec.mask, meta={"key": None})
+
+
+def build_source(cfg: DataSource, image_size: int, seed: int) -> Source:
+    """The :class:`Source` for one configured dataset (readers fail early on missing folders)."""
+    from ..data import readers
+
+    if cfg.kind == "synthetic":
+        return SyntheticSource(cfg, image_size, seed)
+    if cfg.kind == "refcoco":
+        return RefCOCOSource(cfg)
+    if cfg.kind == "fss1000":
+        return FSS1000Source(cfg)
+    if cfg.kind == "coco":
+        return COCOSource(cfg)
+    video_readers = {
+        "davis2017": readers.DAVIS2017, "youtube_vos": readers.YouTubeVOS, "lvos": readers.LVOS,
+        "mose": readers.MOSE, "ref_youtube_vos": readers.RefYouTubeVOS, "ref_davis17": readers.RefDAVIS17,
+    }
+    reader = video_readers[cfg.kind](cfg.root, split=cfg.split, **cfg.options)
+    task = "rvos" if cfg.kind in ("ref_youtube_vos", "ref_davis17") else "vos"
+    return VideoSource(reader, task, cfg.kind)
