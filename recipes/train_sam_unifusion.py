@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
         mixed_precision=cfg.mixed_precision,
         log_with=None if cfg.tracker == "none" else cfg.tracker,
         project_dir=str(out),
+        # without CUDA, `accelerate launch --multi_gpu --num_processes N` runs N CPU processes (gloo)
+        cpu=not torch.cuda.is_available(),
         # a batch comes from one dataset, so some batches never touch the text encoder
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
@@ -175,7 +177,9 @@ def main(argv: list[str] | None = None) -> dict:
         if global_step >= start + stage.steps:
             continue
         if inner.text_encoder is not None:
-            inner.text_encoder.unfreeze() if stage.train_text_encoder else inner.text_encoder.freeze()
+            # the adapter config decides whether the text transformer is part of the adapter at all
+            train_text = stage.train_text_encoder and inner.config.text.trainable
+            inner.text_encoder.unfreeze() if train_text else inner.text_encoder.freeze()
         per_process = stage.steps * cfg.grad_accum * cfg.batch_size
         dataset = MixtureDataset(
             sources[name], [d.ratio for d in stage.data], inner.predictor.transform,
@@ -190,21 +194,31 @@ def main(argv: list[str] | None = None) -> dict:
         done = global_step - start
         batches = iter(accelerator.skip_first_batches(loader, done * cfg.grad_accum) if done else loader)
         model.train()
+        trainable = [p for p in model.parameters() if p.requires_grad]
         tic, seen = time.perf_counter(), 0
         for _ in range(done, stage.steps):
+            step_loss = 0.0
             for _ in range(cfg.grad_accum):
                 batch = next(batches)
                 with accelerator.accumulate(model):
                     terms = compute_loss(model, batch, cache)
                     accelerator.backward(terms["loss"])
-                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    if accelerator.sync_gradients:
+                        # parameters a batch did not use get zero gradients, as DDP gives them, so one
+                        # process and N processes take the same optimiser step (weight decay included)
+                        for p in trainable:
+                            if p.grad is None:
+                                p.grad = torch.zeros_like(p)
+                        if cfg.max_grad_norm > 0:
+                            accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad()
+                step_loss = step_loss + terms["loss"].detach() / cfg.grad_accum
                 seen += len(batch.tasks) * accelerator.num_processes
             scheduler.step()
             global_step += 1
-            loss = accelerator.reduce(terms["loss"].detach(), reduction="mean").item()
+            # the step's loss: mean over micro-batches and processes (= the loss of the global batch)
+            loss = accelerator.reduce(step_loss, reduction="mean").item()
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at step {global_step} ({name} stage)")
             rate = seen / max(time.perf_counter() - tic, 1e-9)

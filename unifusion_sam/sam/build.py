@@ -159,6 +159,8 @@ def build_hf_sam(name: str = "tiny", image_size: int | None = None):
             "window_size": spec.window_size,
             "global_attn_indexes": list(spec.global_attn_indexes),
             "mlp_dim": spec.embed_dim * 4,
+            # transformers' default (1e-10) makes a randomly initialised encoder ignore its input
+            "initializer_range": 0.02,
         },
         prompt_encoder_config={"hidden_size": PROMPT_DIM, "image_size": spec.image_size, "patch_size": PATCH_SIZE,
                                "image_embedding_size": grid},

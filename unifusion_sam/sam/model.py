@@ -56,6 +56,7 @@ class UniFusionSam(CheckpointMixin, nn.Module):
         self.lora_enabled = config.lora.enabled
         if self.lora_enabled:
             apply_lora(self.backend, config.lora)
+        self.to(next(sam.parameters()).device)  # the new adapter parts follow the SAM's device
         self.set_trainable()
 
     # ------------------------------------------------------------------ parameters and modes
@@ -86,6 +87,15 @@ class UniFusionSam(CheckpointMixin, nn.Module):
     @property
     def device(self) -> torch.device:
         return self.mask_token.weight.device
+
+    def encoder_version(self) -> float:
+        """A fingerprint of the trainable image-encoder weights (LoRA): cached embeddings are only valid
+        for the version they were computed with. Constant (0.0) when the encoder is fully frozen."""
+        if not self.lora_enabled:
+            return 0.0
+        with torch.no_grad():
+            return float(sum(p.double().abs().sum() + p.double().sum() for n, p in
+                             self.backend.image_encoder.named_parameters() if "lora_" in n))
 
     @property
     def image_size(self) -> int:

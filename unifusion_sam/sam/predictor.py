@@ -94,7 +94,7 @@ class ReferencePredictor:
     def embed(self, image, name: str = "image") -> tuple[np.ndarray, PreparedImage, torch.Tensor]:
         """Validate, preprocess and encode an image, reusing the cache. Returns (rgb, prepared, [1,256,h,w])."""
         rgb = to_rgb_array(image, name)
-        key = EmbeddingCache.key(rgb)
+        key = f"{EmbeddingCache.key(rgb)}:{self.model.encoder_version()!r}"
         hit = self.cache.get(key)
         if hit is not None:
             return rgb, hit[0], hit[1]

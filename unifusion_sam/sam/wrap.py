@@ -45,9 +45,16 @@ def wrap_sam(model: nn.Module, adapter: str | UniFusionSamConfig | None = None, 
     ``wrap_sam(sam, lora={"enabled": True}, fusion={"head_dim": 64})``.
 
     The SAM's image and prompt encoders are frozen (``requires_grad=False``); its weights are not
-    copied. With no reference given, the wrapped model predicts exactly like SAM.
+    copied. With no reference given, the wrapped model predicts exactly like SAM. LoRA (when enabled)
+    is injected into the given SAM in place, so each wrapped model needs its own SAM. The model is
+    returned in eval mode (call ``.train()`` to train it), on the SAM's device.
     """
     backend = make_backend(model)
+    if any("lora_" in name for name, _ in backend.image_encoder.named_parameters()):
+        raise ValueError(
+            "this SAM already carries LoRA layers from an earlier wrap_sam; wrapping it again would reset or "
+            "orphan them. Build a fresh SAM (e.g. build_sam(...) / sam_model_registry[...]) for each wrapped model"
+        )
     if adapter is None:
         adapter = default_preset_for(model)
     if isinstance(adapter, str):
@@ -62,4 +69,4 @@ def wrap_sam(model: nn.Module, adapter: str | UniFusionSamConfig | None = None, 
     )
     if overrides:
         config = merge_overrides(config, overrides)
-    return UniFusionSam(model, config)
+    return UniFusionSam(model, config).eval()
