@@ -1,0 +1,279 @@
+"""``unifusion-sam``: segment an image or track objects through a video from a sentence, masks or points.
+
+    unifusion-sam segment photo.jpg --text "the dog on the left" --checkpoint me/unifusion-sam-vit-b \
+        --sam vit_b --sam-checkpoint sam_vit_b_01ec64.pth
+    unifusion-sam segment query.jpg --ref-image a.jpg --ref-mask a.png --ref-image b.jpg --ref-mask b.png ...
+    unifusion-sam segment photo.jpg --point 120,80 ...
+    unifusion-sam track frames/ --mask first_frame.png --out-dir out/ ...   # a folder of frames
+    unifusion-sam track clip.mp4 --text "the man in red" ...                 # needs unifusion-sam[video]
+
+``segment`` writes ``<stem>_mask.png`` (0/255) and ``<stem>_overlay.png``. ``track`` writes one palette
+PNG per frame (``masks/<frame>.png``, ids = objects), overlays (``overlays/<frame>.png``) and
+``track.gif``. ``--mask`` is a palette PNG (its indices are the object ids) or a 0/255 mask (one object).
+``--checkpoint none`` runs an untrained adapter; ``--sam tiny`` is a small random SAM (for trying things out).
+The GIF holds thumbnails (longer side at most 320 pixels) of every frame, kept in memory until the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from . import visualize
+from .data.io import DataError, load_rgb
+from .data.writers import DavisWriter
+from .evaluation.loading import add_model_arguments, model_from_args
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_HINT = 'reading video files needs imageio with ffmpeg: pip install "unifusion-sam[video]"'
+GIF_MAX_SIDE = 320
+
+
+class CLIError(Exception):
+    """A user error: printed as ``error: ...`` with exit status 2."""
+
+
+# ----------------------------------------------------------------------------------------- parsing
+def _point(text: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a point is 'x,y' in pixels, got {text!r}") from None
+    return x, y
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unifusion-sam", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{segment,track}")
+    default_device = "cuda" if _cuda() else "cpu"
+
+    seg = sub.add_parser("segment", help="segment one image", description="Segment one image from a sentence, "
+                         "K reference (image, mask) pairs, or points.")
+    seg.add_argument("image", type=Path, help="the image to segment")
+    seg.add_argument("--text", help="a sentence describing the object")
+    seg.add_argument("--ref-image", type=Path, action="append", default=[], help="a reference image (repeat for K shots)")
+    seg.add_argument("--ref-mask", type=Path, action="append", default=[],
+                     help="the reference image's object mask (0/255 or palette PNG; one per --ref-image)")
+    seg.add_argument("--point", type=_point, action="append", default=[], help="a foreground point x,y (repeatable)")
+    seg.add_argument("--neg-point", type=_point, action="append", default=[], help="a background point x,y (repeatable)")
+    seg.add_argument("--out-dir", type=Path, default=Path("."), help="where to write the outputs (default: .)")
+    add_model_arguments(seg, default_device=default_device)
+
+    trk = sub.add_parser("track", help="track objects through a video", description="Track objects through a "
+                         "folder of frames or a video file, from a sentence or a first-frame mask.")
+    trk.add_argument("video", type=Path, help="a folder of frames (sorted by name) or a video file")
+    trk.add_argument("--text", help="a sentence describing the object to track")
+    trk.add_argument("--mask", type=Path, help="the first frame's mask: palette PNG (ids = objects) or 0/255")
+    trk.add_argument("--out-dir", type=Path, default=None, help="where to write the outputs (default: ./<video>_track)")
+    trk.add_argument("--sigma", type=float, default=None, help="object score threshold (default 0.3 text / 0.4 masks)")
+    trk.add_argument("--max-short-side", type=int, default=480, help="downscale larger frames for inference (0 = never)")
+    trk.add_argument("--fps", type=float, default=8.0, help="frame rate of the GIF (default 8)")
+    trk.add_argument("--no-overlays", action="store_true", help="do not write per-frame overlay PNGs")
+    trk.add_argument("--no-gif", action="store_true", help="do not write track.gif")
+    add_model_arguments(trk, default_device=default_device)
+    return parser
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - a broken CUDA setup just means CPU
+        return False
+
+
+# ----------------------------------------------------------------------------------------- inputs
+def read_label_file(path: str | os.PathLike) -> np.ndarray:
+    """A mask file as an ``H x W`` uint8 label map: palette PNG -> its indices (255 = void -> 0);
+    any other image -> 1 where the grey value is >= 128 (or == 1 for 0/1 masks), else 0."""
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"mask file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "P":
+                labels = np.asarray(im, dtype=np.uint8).copy()
+                labels[labels == 255] = 0
+                return labels
+            grey = np.asarray(im.convert("L"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CLIError(f"cannot read mask {path}: {exc}") from exc
+    return (grey >= (1 if grey.max(initial=0) <= 1 else 128)).astype(np.uint8)
+
+
+def _image(path: Path) -> np.ndarray:
+    try:
+        return load_rgb(path)
+    except DataError as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def open_frames(source: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """``(name, H x W x 3 uint8)`` for each frame of a folder of images (sorted by name) or a video file.
+
+    The source is checked now (missing path, empty folder, no video reader) and read lazily."""
+    if source.is_dir():
+        from .data.readers._common import frame_sort_key
+
+        files = sorted((p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                       key=lambda p: frame_sort_key(p.name))
+        if not files:
+            raise CLIError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {source}")
+        return ((f.stem, _image(f)) for f in files)
+    if not source.is_file():
+        raise CLIError(f"video not found: {source}")
+    try:
+        import imageio.v3 as iio
+    except ImportError:
+        raise CLIError(f"{source} is a video file: {VIDEO_HINT}") from None
+    return _video_frames(iio, source)
+
+
+def _video_frames(iio, source: Path) -> Iterator[tuple[str, np.ndarray]]:
+    try:
+        for i, frame in enumerate(iio.imiter(source)):
+            frame = np.asarray(frame)
+            if frame.ndim == 2:
+                frame = np.repeat(frame[..., None], 3, axis=2)
+            yield f"{i:05d}", np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:
+        raise CLIError(f"cannot read video {source} ({exc}); {VIDEO_HINT}") from exc
+
+
+# ----------------------------------------------------------------------------------------- commands
+def segment(args: argparse.Namespace) -> list[Path]:
+    if len(args.ref_image) != len(args.ref_mask):
+        raise CLIError(f"got {len(args.ref_image)} --ref-image but {len(args.ref_mask)} --ref-mask; give one mask "
+                       "per reference image")
+    if not (args.text or args.ref_image or args.point or args.neg_point):
+        raise CLIError("nothing to segment: give --text, --ref-image/--ref-mask pairs, or --point")
+    image = _image(args.image)
+    kwargs: dict = {}
+    if args.text:
+        kwargs["text"] = args.text
+    if args.ref_image:
+        refs = [_image(p) for p in args.ref_image]
+        masks = [read_label_file(p) != 0 for p in args.ref_mask]
+        for p, r, m in zip(args.ref_mask, refs, masks):
+            if m.shape != r.shape[:2]:
+                raise CLIError(f"--ref-mask {p} is {m.shape[1]}x{m.shape[0]} but its image is {r.shape[1]}x{r.shape[0]}")
+        kwargs.update(ref_images=refs, ref_masks=masks)
+    points = list(args.point) + list(args.neg_point)
+    if points:
+        kwargs.update(point_coords=np.asarray(points, dtype=np.float64),
+                      point_labels=np.asarray([1] * len(args.point) + [0] * len(args.neg_point)))
+    model = model_from_args(args)
+    prediction = model.predict(image, **kwargs)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.image.stem
+    mask_path = args.out_dir / f"{stem}_mask.png"
+    _save_png(Image.fromarray(prediction.mask.astype(np.uint8) * 255, mode="L"), mask_path)
+    overlay_path = args.out_dir / f"{stem}_overlay.png"
+    picture = _overlay(image, prediction.mask, args.text)
+    if points:
+        picture = visualize.draw_points(picture, np.asarray(points), kwargs["point_labels"])
+    _save_png(Image.fromarray(picture), overlay_path)
+    print(f"score {prediction.score:.3f}, {int(prediction.mask.sum())} pixels")
+    return [mask_path, overlay_path]
+
+
+def track(args: argparse.Namespace) -> list[Path]:
+    if (args.text is None) == (args.mask is None):
+        raise CLIError("give either --text (a sentence) or --mask (the first frame's mask) to say what to track")
+    first, ids = None, []
+    if args.mask is not None:
+        first = read_label_file(args.mask)
+        ids = [int(i) for i in np.unique(first) if i != 0]
+        if not ids:
+            raise CLIError(f"--mask {args.mask} is empty: it marks no object")
+    out_dir = args.out_dir or Path(f"{args.video.stem or args.video.name}_track")
+    frames = open_frames(args.video)
+    model = model_from_args(args)
+    writer = DavisWriter(out_dir)  # <out_dir>/masks/<frame>.png, palette PNGs
+    names: list[str] = []
+    current: dict[str, np.ndarray] = {}
+
+    def feed():
+        for name, rgb in frames:
+            if first is not None and not names and first.shape != rgb.shape[:2]:
+                raise CLIError(f"--mask {args.mask} is {first.shape[1]}x{first.shape[0]} but the first frame "
+                               f"{name} is {rgb.shape[1]}x{rgb.shape[0]}")
+            names.append(name)
+            current["rgb"] = rgb
+            yield rgb
+
+    masks = {i: first == i for i in ids} or None
+    results = model.track(feed(), text=args.text, masks=masks, sigma=args.sigma,
+                          max_short_side=args.max_short_side or None)
+    thumbs = []
+    for result in tqdm(results, desc="frames", unit="frame"):
+        name, rgb = names[result.index], current["rgb"]
+        writer.write_frame("masks", name, result.label_map)
+        picture = _overlay(rgb, result.label_map, args.text)
+        if not args.no_overlays:
+            _save_png(Image.fromarray(picture), out_dir / "overlays" / f"{name}.png")
+        if not args.no_gif:
+            thumbs.append(_thumbnail(picture))
+    if not names:
+        raise CLIError(f"no frames in {args.video}")
+    written = [out_dir / "masks"]
+    if not args.no_overlays:
+        written.append(out_dir / "overlays")
+    if thumbs:
+        written.append(visualize.save_gif(out_dir / "track.gif", thumbs, fps=args.fps))
+    print(f"{len(names)} frames tracked")
+    return written
+
+
+# ----------------------------------------------------------------------------------------- drawing
+def _save_png(im: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    im.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def _overlay(image: np.ndarray, labels: np.ndarray, caption: str | None) -> np.ndarray:
+    picture = visualize.overlay_label_map(image, np.asarray(labels).astype(np.uint8))
+    return visualize.draw_caption(picture, caption) if caption else picture
+
+
+def _thumbnail(picture: np.ndarray) -> np.ndarray:
+    h, w = picture.shape[:2]
+    scale = GIF_MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return picture
+    return np.asarray(Image.fromarray(picture).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                                      Image.BILINEAR))
+
+
+# ----------------------------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``unifusion-sam`` and ``python -m unifusion_sam``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        written = segment(args) if args.command == "segment" else track(args)
+    except (CLIError, DataError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # bad option values the model rejects (sizes, point outside the image, ...)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Building the model an evaluation runner or the CLI uses: a SAM plus an adapter checkpoint.
+
+``--sam`` names a SAM size (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``) or is the path of a Meta SAM
+``.pth`` / ``.safetensors`` file (its size is read from the weights unless ``--sam-size`` says it);
+``--sam-checkpoint`` gives the weights for a size name. ``tiny`` without weights is a small random
+model for tests. ``--checkpoint`` is an adapter folder or Hugging Face Hub id loaded with
+``UniFusionSam.from_pretrained(..., sam=sam)``, or ``none`` for an untrained adapter (the preset
+matching the SAM, or ``--adapter``): a baseline, and what tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..data.io import DataError
+from ..sam.build import SAM_SPECS, build_sam, read_state_dict
+
+NO_CHECKPOINT = "none"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_ENCODER_WIDTH = {spec.embed_dim: name for name, spec in SAM_SPECS.items()}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, default_device: str | None = None,
+                        required: bool = True) -> None:
+    """The model options shared by the eval runners and the CLI (``--checkpoint`` and ``--sam`` are
+    required unless ``required=False``)."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--checkpoint", required=required,
+                       help="adapter folder or Hugging Face Hub id (save_pretrained / push_to_hub), "
+                            "or 'none' for an untrained adapter (a baseline)")
+    group.add_argument("--sam", required=required,
+                       help="SAM size (vit_b, vit_l, vit_h, tiny) or the path of a Meta SAM .pth / .safetensors")
+    group.add_argument("--sam-checkpoint", type=Path, default=None,
+                       help="Meta SAM weights for a size name, e.g. sam_vit_b_01ec64.pth")
+    group.add_argument("--sam-size", choices=sorted(SAM_SPECS), default=None,
+                       help="size of the SAM weights given as a path (default: read from the weights)")
+    group.add_argument("--sam-image-size", type=int, default=None,
+                       help="SAM input resolution (default: the size's own, 1024; tiny 256)")
+    group.add_argument("--adapter", default=None,
+                       help="adapter preset for --checkpoint none (default: the preset matching the SAM)")
+    group.add_argument("--device", default=default_device,
+                       help="torch device (default: " + (default_device or "the accelerate process's device") + ")")
+    group.add_argument("--seed", type=int, default=0,
+                       help="seed set before building the model (random parts: tiny SAM, an untrained adapter)")
+
+
+def model_from_args(args: argparse.Namespace, device: str | torch.device | None = None):
+    """:func:`load_model` from the options of :func:`add_model_arguments`; ``device`` overrides ``--device``."""
+    return load_model(
+        args.checkpoint,
+        args.sam,
+        sam_checkpoint=args.sam_checkpoint,
+        sam_size=args.sam_size,
+        sam_image_size=args.sam_image_size,
+        adapter=args.adapter,
+        device=device or args.device or "cpu",
+        seed=args.seed,
+    )
+
+
+def load_model(
+    checkpoint: str | os.PathLike,
+    sam: str | os.PathLike = "vit_b",
+    *,
+    sam_checkpoint: str | os.PathLike | None = None,
+    sam_size: str | None = None,
+    sam_image_size: int | None = None,
+    adapter: str | None = None,
+    device: str | torch.device = "cpu",
+    seed: int | None = 0,
+):
+    """A :class:`~unifusion_sam.sam.model.UniFusionSam` in eval mode on ``device`` (see the module docstring).
+
+    Raises :class:`DataError` naming the path when a weights file or an adapter folder is missing and
+    ``ValueError`` for an unknown size or a bad combination of options.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    sam_model = build_sam_from_option(sam, sam_checkpoint=sam_checkpoint, sam_size=sam_size,
+                                      sam_image_size=sam_image_size)
+    model = load_adapter(checkpoint, sam_model, adapter=adapter)
+    return model.to(torch.device(device)).eval()
+
+
+def build_sam_from_option(sam: str | os.PathLike, *, sam_checkpoint=None, sam_size=None, sam_image_size=None):
+    """Meta SAM from a size name (+ optional weights) or from a weights path (size read from the weights)."""
+    name = str(sam)
+    if name in SAM_SPECS:
+        if sam_size is not None and sam_size != name:
+            raise ValueError(f"--sam {name} and --sam-size {sam_size} disagree; give one size")
+        weights = sam_checkpoint
+    else:
+        if sam_checkpoint is not None:
+            raise ValueError(f"--sam {name!r} is not a size name ({', '.join(sorted(SAM_SPECS))}), so it is read as "
+                             "a weights path; do not also give --sam-checkpoint")
+        weights = name
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise DataError(f"SAM checkpoint not found: {path}")
+        size = sam_size or (name if name in SAM_SPECS else None)
+        image_size = sam_image_size
+        if size is None or image_size is None:
+            found_size, found_image_size = _inspect_sam_weights(path)
+            size = size or found_size
+            image_size = image_size or found_image_size
+        return build_sam(size, checkpoint=path, image_size=image_size)
+    if name != "tiny":
+        warnings.warn(f"SAM {name} has random weights: pass --sam-checkpoint (e.g. sam_{name}_*.pth) for real "
+                      "predictions", UserWarning, stacklevel=2)
+    return build_sam(name, image_size=sam_image_size)
+
+
+def _inspect_sam_weights(path: Path) -> tuple[str, int]:
+    """``(size name, input resolution)`` of a Meta SAM state dict, from its patch embedding and position grid."""
+    state = None
+    if path.suffix != ".safetensors":
+        try:  # memory-mapped: nothing but the two tensors inspected is read from disk
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            if isinstance(state, dict) and isinstance(state.get("model"), dict):
+                state = state["model"]
+        except Exception:  # noqa: BLE001 - fall back to a full read, which reports the error with the path
+            state = None
+    if not isinstance(state, dict):
+        state = read_state_dict(path)
+    proj = state.get("image_encoder.patch_embed.proj.weight")
+    pos = state.get("image_encoder.pos_embed")
+    if proj is None or pos is None:
+        raise ValueError(f"{path} is not a Meta SAM checkpoint (no image_encoder.patch_embed / pos_embed); "
+                         "a transformers SamModel is not supported here")
+    width = int(proj.shape[0])
+    if width not in _ENCODER_WIDTH:
+        raise ValueError(f"{path}: image-encoder width {width} matches no SAM size; pass --sam-size")
+    return _ENCODER_WIDTH[width], int(pos.shape[1]) * 16
+
+
+def load_adapter(checkpoint: str | os.PathLike, sam, *, adapter: str | None = None):
+    """Wrap ``sam`` with the adapter ``checkpoint`` (folder or Hub id), or an untrained one for ``"none"``."""
+    from ..sam.model import UniFusionSam
+    from ..sam.wrap import wrap_sam
+
+    name = str(checkpoint)
+    if name.lower() == NO_CHECKPOINT:
+        return wrap_sam(sam, adapter=adapter)
+    if adapter is not None:
+        raise ValueError("--adapter only applies to --checkpoint none (a saved adapter carries its own config)")
+    path = Path(name).expanduser()
+    if not path.exists() and not _HUB_ID.match(name):
+        raise DataError(f"adapter checkpoint not found: {path} (give a folder written by save_pretrained, a Hub id "
+                        "like 'user/unifusion-sam-vit-b', or 'none')")
+    if path.exists() and not path.is_dir():
+        raise DataError(f"adapter checkpoint must be a folder (save_pretrained output), got a file: {path}")
+    from_pretrained = getattr(UniFusionSam, "from_pretrained", None)
+    if from_pretrained is None:
+        raise RuntimeError("this version of unifusion_sam cannot load adapter checkpoints "
+                           "(UniFusionSam.from_pretrained is missing); use --checkpoint none")
+    return from_pretrained(name if not path.exists() else str(path), sam=sam)
