@@ -96,7 +96,7 @@ class OracleNet:
         self.score = score or (lambda k, t: 0.9 if (gt(t) == k).any() else 0.05)
         self.logits = logits or (lambda k, t: np.where(gt(t) == k, BIG, -BIG))
         self.transform = RecordingTransform()
-        self.predictor = SimpleNamespace(transform=self.transform)
+        self.predictor = SimpleNamespace(transform=self.transform, embed=self._embed)
         self.device = torch.device("cpu")
         self.frame = -1
         self._cache: dict = {}
@@ -105,6 +105,10 @@ class OracleNet:
         self.mask_refs: dict[int, list[tuple[int, int, float]]] = defaultdict(list)  # frame -> (frame, id, area)
 
     # stage methods used by the session
+    def _embed(self, image, name="image"):  # the predictor's embed, without its cache
+        prepared = self.transform.image(image, self.device)
+        return image, prepared, self.encode_image(prepared.pixels)
+
     def encode_image(self, pixels):
         assert pixels.shape == (1, 3, S, S)
         self.calls["encode_image"] += 1

@@ -148,9 +148,10 @@ class VideoSession:
         self._size = size
         self.frame_index += 1
         work = self._downscale(rgb)
-        prepared = self.transform.image(work, self.model.device)
         with self._inference():
-            emb = self.model.encode_image(prepared.pixels)  # the only image encode of this frame
+            # the only image encode of this frame; the predictor's small LRU cache lets several tracks
+            # over the same video (e.g. one per RVOS expression) share the frame's embedding
+            _, prepared, emb = self.model.predictor.embed(work, name=f"frame {self.frame_index}")
             given = self._take_given(pending, prepared, emb)
             tracked = [k for k, o in self.objects.items() if k not in given and (o.prev_mask is not None or o.text)]
             probs, scores = self._predict(tracked, prepared, emb) if tracked else ({}, {})
