@@ -18,8 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
+# the default training run (tiny SAM + offline MiniLM on synthetic data, both stages) and its
+# held-out evaluation; writes outputs/default/{metrics.json,overlays/,tracked_video.gif,adapter/}
 demo: setup
-	HF_HUB_OFFLINE=1 $(PY) recipes/demo.py
+	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
+		--mixed_precision no --dynamo_backend no recipes/train_sam_unifusion.py
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)

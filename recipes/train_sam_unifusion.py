@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- one optimiser for the whole run; per-stage learning rates come from the schedule
     groups = parameter_groups(model, lr=1.0, text_lr=1.0, weight_decay=cfg.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=1.0)
+    # the fused kernel (CPU and CUDA) is several times faster than the per-tensor loop
+    optimizer = torch.optim.AdamW(groups, lr=1.0, fused=cfg.mixed_precision != "fp16")
     make_lambda, offsets = stage_lambdas(stages, cfg.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, [make_lambda("text" if g["name"].startswith("text") else "main") for g in groups]

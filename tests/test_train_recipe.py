@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
-
 from fixtures_layouts import write_davis, write_fss1000, write_ref_youtube_vos, write_refcoco
+from safetensors.numpy import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "train_sam_unifusion.py"

@@ -38,7 +38,10 @@ class MaskEncoderConfig(JsonConfig):
     with ImageNet ResNet-18 weights (``.pth`` read with ``weights_only=True``, or ``.safetensors``).
     ``freeze_bn`` keeps the trunk's BatchNorm layers in inference mode (their affine weights still
     train): with the tiny per-device batches of this task, batch statistics are noise, and frozen
-    statistics make a sample's output independent of the rest of its batch."""
+    statistics make a sample's output independent of the rest of its batch. ``mask_channel`` adds the
+    mask's coverage of each feature cell (the mask area-pooled to the level's grid) as one more input
+    channel of the fusion blocks: ResNet features of a reduced-size reference are coarse, and this
+    keeps the values' notion of *where* the object is exact at the level's resolution."""
 
     dim: int = 256
     visual_dim: int = 256
@@ -46,6 +49,7 @@ class MaskEncoderConfig(JsonConfig):
     input_size: int | None = None
     pretrained_path: str | None = None
     freeze_bn: bool = True
+    mask_channel: bool = True
 
     def __post_init__(self) -> None:
         check_positive_int("dim", self.dim)
@@ -60,6 +64,8 @@ class MaskEncoderConfig(JsonConfig):
         self.strides = tuple(sorted(self.strides))
         if self.input_size is not None:
             check_positive_int("input_size", self.input_size)
+        if not isinstance(self.mask_channel, bool):
+            raise TypeError(f"mask_channel must be a bool, got {self.mask_channel!r}")
         if not isinstance(self.freeze_bn, bool):
             raise TypeError(f"freeze_bn must be a bool, got {self.freeze_bn!r}")
         if self.pretrained_path is not None and not isinstance(self.pretrained_path, str):
@@ -114,7 +120,8 @@ class MaskReferenceEncoder(nn.Module):
         self.layer4 = trunk.layer4 if deepest >= 32 else None
         self.extra = nn.Conv2d(512, STRIDE_CHANNELS[64], 3, stride=2, padding=1) if deepest >= 64 else None
         self.fusers = nn.ModuleList(
-            LevelFuser(STRIDE_CHANNELS[s], self.config.visual_dim, self.config.dim) for s in self.config.strides
+            LevelFuser(STRIDE_CHANNELS[s] + int(self.config.mask_channel), self.config.visual_dim, self.config.dim)
+            for s in self.config.strides
         )
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -183,6 +190,7 @@ class MaskReferenceEncoder(nn.Module):
                 f"expected {len(self.config.strides)} visual features (strides {self.config.strides}), "
                 f"got {len(visual_features)}"
             )
+        full_mask = mask  # [B, 1, H, W] at the reference's own resolution
         if self.config.input_size is not None and max(image.shape[2:]) != self.config.input_size:
             scale = self.config.input_size / max(image.shape[2:])
             size = (max(1, round(image.shape[2] * scale)), max(1, round(image.shape[3] * scale)))
@@ -199,5 +207,7 @@ class MaskReferenceEncoder(nn.Module):
             f = feats[stride]
             if f.shape[2:] != visual.shape[2:]:
                 f = F.interpolate(f, size=visual.shape[2:], mode="bilinear", align_corners=False)
+            if self.config.mask_channel:
+                f = torch.cat([f, F.adaptive_avg_pool2d(full_mask, visual.shape[2:])], dim=1)
             out.append(fuser(f, visual))
         return out

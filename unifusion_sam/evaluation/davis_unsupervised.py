@@ -26,19 +26,14 @@ from scipy.optimize import linear_sum_assignment
 from ..data.io import DataError, load_label_map
 from ..metrics import ObjectScores, boundary_f, clean_ground_truth, jaccard
 from ..metrics.boundary import DEFAULT_BOUND_TH
+from ..metrics.davis_scoring import ground_truth_frames
 
 MAX_PROPOSALS = 20
 
 
 def unsupervised_ground_truth(root: str | os.PathLike, video: str, resolution: str = "480p") -> list[Path]:
     """Sorted ``Annotations_unsupervised`` PNGs of ``video`` (raises :class:`DataError` naming the folder)."""
-    folder = Path(root) / "Annotations_unsupervised" / resolution / video
-    if not folder.is_dir():
-        raise DataError(f"unsupervised annotation folder of video {video!r} not found: {folder}")
-    files = sorted(folder.glob("*.png"))
-    if not files:
-        raise DataError(f"video {video!r} has no *.png annotations in {folder}")
-    return files
+    return ground_truth_frames(root, video, resolution, folder="Annotations_unsupervised", min_frames=1)
 
 
 def score_unsupervised_video(video: str, gt_files: list[Path], result_dir: str | os.PathLike,

@@ -38,17 +38,20 @@ def read_davis_video_list(root: str | os.PathLike, split: str = "val", year: str
     return names
 
 
-def ground_truth_frames(root: str | os.PathLike, video: str, resolution: str = "480p") -> list[Path]:
-    """Sorted annotation PNGs of ``video``; raises :class:`DataError` if there are none."""
-    folder = Path(root) / "Annotations" / resolution / video
-    if not folder.is_dir():
-        raise DataError(f"annotation folder of video {video!r} not found: {folder}")
-    frames = sorted(folder.glob("*.png"))
+def ground_truth_frames(
+    root: str | os.PathLike, video: str, resolution: str = "480p", *, folder: str = "Annotations", min_frames: int = 3
+) -> list[Path]:
+    """Sorted annotation PNGs of ``video`` in ``<root>/<folder>/<resolution>/<video>`` (``folder`` is
+    ``Annotations_unsupervised`` for the unsupervised protocol); raises :class:`DataError` if there are none."""
+    path = Path(root) / folder / resolution / video
+    if not path.is_dir():
+        raise DataError(f"annotation folder of video {video!r} not found: {path}")
+    frames = sorted(path.glob("*.png"))
     if not frames:
-        raise DataError(f"video {video!r} has no frames: no *.png annotations in {folder}")
-    if len(frames) < 3:
+        raise DataError(f"video {video!r} has no frames: no *.png annotations in {path}")
+    if len(frames) < min_frames:
         raise DataError(
-            f"video {video!r} has {len(frames)} annotated frame(s) in {folder}; the DAVIS protocol drops "
+            f"video {video!r} has {len(frames)} annotated frame(s) in {path}; the DAVIS protocol drops "
             "the first and last frames, so at least 3 are needed"
         )
     return frames

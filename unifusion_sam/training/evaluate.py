@@ -74,7 +74,7 @@ def evaluate_synthetic(
                 late.setdefault(f, {})[k] = labels[f] == k
         vos.start_video(video.name, n_objects=n_obj)
         track = []
-        for t, result in enumerate(model.track(video.frames, masks=first, new_objects=late, sigma=0.4)):
+        for t, result in enumerate(model.track(video.frames, masks=first, new_objects=late, sigma="davis")):
             vos.update(video.name, result.label_map, labels[t])
             if i == 0:
                 track.append(result.label_map)
@@ -83,7 +83,7 @@ def evaluate_synthetic(
         for exp_id, (obj, sentence) in sorted(video.expressions.items()):
             name = f"{video.name}_{exp_id}"
             rvos.start_video(name, n_objects=1)
-            for t, result in enumerate(model.track(video.frames, text=sentence, sigma=0.3)):
+            for t, result in enumerate(model.track(video.frames, text=sentence, sigma="rvos")):
                 rvos.update(name, (result.label_map == 1).astype(np.uint8), (labels[t] == obj).astype(np.uint8))
         bar.update()
     bar.close()
