@@ -14,8 +14,9 @@ for ``--repeats`` rounds; the ratio is the median (and best) time over the basel
 in process CPU time (robust when other jobs share the machine; with one thread it is the compute
 time) and in wall time. Then a breakdown of where the time goes (each stage timed alone).
 
-Options: the ``sam-vit-b`` preset (UniFusion 8 x 32 heads, ResNet-18 reference input 512), the same
-with the reference resized to 256 / 128 before ResNet-18, and the authors' design
+Options: the ``sam-vit-b`` preset (UniFusion 8 x 32 heads, reference resized to 128 before ResNet-18;
+the mask-coverage channel keeps the object's location exact at the embedding grid), the same with the
+reference at 512 / 256 / 128, and the authors' design
 ``sam-vit-b-authors`` (8 x 256 heads, reference at full input resolution). Keys are always the
 full-resolution SAM embeddings of the reference frames.
 
@@ -84,7 +85,8 @@ def main() -> None:
     sam = build_sam("vit_b", image_size=size)
 
     options = {
-        "sam-vit-b (8x32, ref 512)": dict(adapter="sam-vit-b"),
+        "sam-vit-b (8x32, ref 128)": dict(adapter="sam-vit-b"),
+        "sam-vit-b, ref 512": dict(adapter="sam-vit-b", mask={"input_size": 512}),
         "sam-vit-b, ref 256": dict(adapter="sam-vit-b", mask={"input_size": 256}),
         "sam-vit-b, ref 128": dict(adapter="sam-vit-b", mask={"input_size": 128}),
         "authors (8x256, ref full)": dict(adapter="sam-vit-b-authors"),
@@ -175,7 +177,6 @@ def main() -> None:
                     mask = F.interpolate(mask, size=(cfg.input_size,) * 2, mode="bilinear", align_corners=False)
                 return enc.trunk_features(image, mask)[16]
 
-            feat_up = F.interpolate(trunk(), size=emb.shape[-2:], mode="bilinear", align_corners=False)
             ref = model.encode_mask_reference(units, masks, emb)
             tokens = ReferenceTokens(ref.tokens.keys.reshape(1, -1, 256), ref.tokens.values.reshape(1, -1, 256))
             words = model.encode_text([TEXT])
@@ -183,13 +184,14 @@ def main() -> None:
             token = model.reference_token(None, None, ref.prototype.mean(0, keepdim=True), torch.ones(1, dtype=torch.bool))
             ms = {
                 "mask trunk": best_of(trunk),
-                "mask fusers": best_of(lambda: enc.fusers[0](feat_up, emb)),  # noqa: B023
+                "mask encoder": best_of(lambda: enc(units, masks, [emb])),  # noqa: B023
                 "fusion(mask)": best_of(lambda: model.fuse(e0, None, tokens)),  # noqa: B023
                 "text enc": best_of(lambda: model.encode_text([TEXT])),  # noqa: B023
                 "fusion(text)": best_of(lambda: model.fuse(e0, lang, None)),  # noqa: B023
                 "decode+tok": best_of(lambda: model.decode(e0, token, point_coords=coords, point_labels=labels)),  # noqa: B023
             }
             ms = {k: v * 1e3 for k, v in ms.items()}
+            ms["mask fusers"] = ms.pop("mask encoder") - ms["mask trunk"]  # the fusion blocks (and resizes)
             extra_dec = ms["decode+tok"] - decode_ms
             video = ms["mask trunk"] + ms["mask fusers"] + ms["fusion(mask)"] + extra_dec
             text = ms["text enc"] + ms["fusion(text)"] + extra_dec
