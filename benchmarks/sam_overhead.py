@@ -14,9 +14,8 @@ for ``--repeats`` rounds; the ratio is the median (and best) time over the basel
 in process CPU time (robust when other jobs share the machine; with one thread it is the compute
 time) and in wall time. Then a breakdown of where the time goes (each stage timed alone).
 
-Options: the ``sam-vit-b`` preset (UniFusion 8 x 32 heads, reference resized to 128 before ResNet-18;
-the mask-coverage channel keeps the object's location exact at the embedding grid), the same with the
-reference at 512 / 256 / 128, and the authors' design
+Options: the ``sam-vit-b`` preset (UniFusion 8 x 32 heads, reference resized to half of SAM's input
+before ResNet-18: 256 at input 512, 512 at 1024), the same with the reference at 512 / 256 / 128, and the authors' design
 ``sam-vit-b-authors`` (8 x 256 heads, reference at full input resolution). Keys are always the
 full-resolution SAM embeddings of the reference frames.
 
@@ -85,7 +84,7 @@ def main() -> None:
     sam = build_sam("vit_b", image_size=size)
 
     options = {
-        "sam-vit-b (8x32, ref 128)": dict(adapter="sam-vit-b"),
+        "sam-vit-b (8x32, ref = input/2)": dict(adapter="sam-vit-b"),
         "sam-vit-b, ref 512": dict(adapter="sam-vit-b", mask={"input_size": 512}),
         "sam-vit-b, ref 256": dict(adapter="sam-vit-b", mask={"input_size": 256}),
         "sam-vit-b, ref 128": dict(adapter="sam-vit-b", mask={"input_size": 128}),

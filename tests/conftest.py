@@ -9,7 +9,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one thread: on a 2-core machine shared with other jobs, two OpenMP threads wait on each other and the
+# suite runs 10x slower; the tests' tensors are small enough that one thread loses little
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

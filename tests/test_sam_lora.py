@@ -204,3 +204,14 @@ def test_bad_presets_and_overrides(kwargs, exc, match):
 def test_wrap_rejects_other_models():
     with pytest.raises(TypeError, match="Linear"):
         wrap_sam(nn.Linear(2, 2))
+
+
+def test_preset_reference_size_follows_the_sam_input_size():
+    from unifusion_sam.sam import build_sam, load_preset, wrap_sam
+
+    preset = load_preset("sam-tiny")
+    assert (preset.image_size, preset.mask.input_size) == (256, 128)
+    model = wrap_sam(build_sam("tiny", image_size=128), adapter="sam-tiny", text=None)
+    assert model.config.image_size == 128 and model.config.mask.input_size == 64
+    explicit = wrap_sam(build_sam("tiny", image_size=128), adapter="sam-tiny", text=None, mask={"input_size": 96})
+    assert explicit.config.mask.input_size == 96

@@ -63,6 +63,11 @@ def wrap_sam(model: nn.Module, adapter: str | UniFusionSamConfig | None = None, 
         config = adapter
     else:
         raise TypeError(f"adapter must be a preset name, a UniFusionSamConfig or None, got {type(adapter).__name__}")
+    # A preset's reference size is relative to its SAM input (the vit presets: half of 1024); keep the
+    # ratio when the SAM runs at another resolution (e.g. 256 for a vit_b built at 512).
+    if isinstance(adapter, str) and config.mask.input_size and config.image_size != backend.image_size:
+        scaled = max(16, round(config.mask.input_size * backend.image_size / config.image_size))
+        config = merge_overrides(config, {"mask": {"input_size": scaled}})
     # The adapter records the SAM it wraps: implementation, size name and input resolution.
     config = merge_overrides(
         config, {"sam_family": backend.family, "sam_size": _size_name(backend), "image_size": backend.image_size}
