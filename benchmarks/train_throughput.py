@@ -17,7 +17,6 @@ import time
 
 import torch
 
-from unifusion_sam.losses import segmentation_loss  # noqa: F401  (imported for parity with the recipe)
 from unifusion_sam.sam import build_sam, wrap_sam
 from unifusion_sam.training import MixtureDataset, TrainEmbeddingCache, build_source, collate, compute_loss
 from unifusion_sam.training.config import DataSource

@@ -27,7 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import visualize
-from .data.io import DataError, load_rgb
+from .data.io import DataError, load_binary_mask, load_label_map, load_rgb
 from .data.writers import DavisWriter
 from .evaluation.loading import add_model_arguments, model_from_args
 
@@ -101,15 +101,14 @@ def read_label_file(path: str | os.PathLike) -> np.ndarray:
         raise CLIError(f"mask file not found: {path}")
     try:
         with Image.open(path) as im:
-            im.load()
-            if im.mode == "P":
-                labels = np.asarray(im, dtype=np.uint8).copy()
-                labels[labels == 255] = 0
-                return labels
-            grey = np.asarray(im.convert("L"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as exc:
+            palette = im.mode == "P"
+        if palette:
+            labels = load_label_map(path)
+            labels[labels == 255] = 0
+            return labels
+        return load_binary_mask(path).astype(np.uint8)
+    except (OSError, SyntaxError, ValueError) as exc:  # DataError is a ValueError
         raise CLIError(f"cannot read mask {path}: {exc}") from exc
-    return (grey >= (1 if grey.max(initial=0) <= 1 else 128)).astype(np.uint8)
 
 
 def _image(path: Path) -> np.ndarray:

@@ -8,6 +8,7 @@ Readers may keep paths instead of arrays and load lazily; ``load()``-style helpe
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
@@ -92,3 +93,16 @@ class VideoRecord:
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def copy(self) -> VideoRecord:
+        """A copy whose containers (and ``meta``, deeply) can be changed without touching this record."""
+        return VideoRecord(
+            name=self.name,
+            frames=list(self.frames),
+            frame_names=list(self.frame_names),
+            annotations=dict(self.annotations),
+            object_ids=list(self.object_ids),
+            first_frame=dict(self.first_frame),
+            expressions=dict(self.expressions),
+            meta=copy.deepcopy(self.meta),
+        )

@@ -112,17 +112,7 @@ class DAVIS2017(Reader):
                 first_frame=dict(sorted(first.items())),
                 meta={"split": self.split, "task": self.task, "resolution": self.resolution, "dataset": "davis2017"},
             )
-        rec = self._cache[video]
-        return VideoRecord(
-            name=rec.name,
-            frames=list(rec.frames),
-            frame_names=list(rec.frame_names),
-            annotations=dict(rec.annotations),
-            object_ids=list(rec.object_ids),
-            first_frame=dict(rec.first_frame),
-            expressions=dict(rec.expressions),
-            meta=dict(rec.meta),
-        )
+        return self._cache[video].copy()
 
 
 def read_ref_davis_file(path: str | os.PathLike, encoding: str) -> list[tuple[str, int, str, int]]:

@@ -131,17 +131,7 @@ class VOSFolder(Reader):
         video, frames, annotations, objects = entry
         if video not in self._cache:
             self._cache[video] = self._make_record(video, frames, annotations, objects)
-        rec = self._cache[video]
-        return VideoRecord(
-            name=rec.name,
-            frames=list(rec.frames),
-            frame_names=list(rec.frame_names),
-            annotations=dict(rec.annotations),
-            object_ids=list(rec.object_ids),
-            first_frame=dict(rec.first_frame),
-            expressions=dict(rec.expressions),
-            meta={**rec.meta, "objects": {k: dict(v) for k, v in rec.meta["objects"].items()}},
-        )
+        return self._cache[video].copy()
 
     def _make_record(self, video: str, frames: list[Path], annotations: dict[int, Path], objects: dict) -> VideoRecord:
         where = f"video {video!r} ({self.ann_root / video if self.ann_root else self.image_root / video})"
