@@ -2,6 +2,9 @@
 # Each creates its own virtual environment in $(VENV) on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# `accelerate launch` exports OMP_NUM_THREADS=1 unless told otherwise: on a CPU the one training
+# process should use every core
+THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 # torch is installed first from the pinned wheels this project is developed against; override
 # TORCH_SPEC (e.g. TORCH_SPEC="torch torchvision") to use your own CUDA build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
@@ -22,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 # held-out evaluation; writes outputs/default/{metrics.json,overlays/,tracked_video.gif,adapter/}
 demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
-		--mixed_precision no --dynamo_backend no recipes/train_sam_unifusion.py
+		--num_cpu_threads_per_process $(THREADS) --mixed_precision no --dynamo_backend no recipes/train_sam_unifusion.py
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)

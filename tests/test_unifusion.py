@@ -164,3 +164,40 @@ def test_bad_feature_shape_raises():
     block = UniFusion(UniFusionConfig(dim=32, num_heads=4, head_dim=8))
     with pytest.raises(ValueError, match=r"\[B, 32, H, W\]"):
         block(torch.randn(2, 16, 4, 4), lang=_refs())
+
+
+def _attention_weights(block, queries, keys):
+    """Per-head softmax weights ``[heads, Q, K]`` of the block's projections on ``[Q, C]`` / ``[K, C]`` tokens."""
+    heads, hd = block.config.num_heads, block.config.head_dim
+    q = block.q_proj(block.norm_q(queries)).view(-1, heads, hd).transpose(0, 1)
+    k = block.k_proj(block.norm_k(keys)).view(-1, heads, hd).transpose(0, 1)
+    return (q @ k.transpose(1, 2) / hd**0.5).softmax(-1)
+
+
+@pytest.mark.parametrize("heads", [(4, 16), (8, 256)])
+def test_matching_init_attends_to_the_identical_key(heads):
+    torch.manual_seed(0)
+    block = UniFusion(UniFusionConfig(dim=64, num_heads=heads[0], head_dim=heads[1], match_logit=48.0))
+    assert torch.equal(block.q_proj.weight, block.k_proj.weight)
+    tokens = torch.randn(50, 64)
+    with torch.no_grad():
+        q = block.q_proj(block.norm_q(tokens)).view(50, heads[0], heads[1])
+        self_logit = (q * q).sum(-1) / heads[1] ** 0.5
+        weights = _attention_weights(block, tokens, tokens)
+    assert 40.0 < self_logit.mean().item() < 56.0  # ~ match_logit
+    # queries put nearly all of their attention on the key equal to them
+    assert weights.diagonal(dim1=1, dim2=2).mean().item() > 0.9
+    # PyTorch's default initialisation spreads the attention instead
+    plain = UniFusion(UniFusionConfig(dim=64, num_heads=heads[0], head_dim=heads[1], match_logit=0.0))
+    with torch.no_grad():
+        assert _attention_weights(plain, tokens, tokens).diagonal(dim1=1, dim2=2).mean().item() < 0.5
+    # and the block is still exactly the identity
+    feature = torch.randn(1, 64, 3, 3)
+    assert torch.equal(block(feature, mask=ReferenceTokens(torch.randn(1, 9, 64), torch.randn(1, 9, 64))), feature)
+
+
+def test_match_logit_validation():
+    with pytest.raises(ValueError, match="match_logit"):
+        UniFusionConfig(match_logit=-1.0)
+    with pytest.raises(ValueError, match="match_logit"):
+        UniFusionConfig(match_logit=True)

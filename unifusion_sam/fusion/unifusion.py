@@ -31,6 +31,12 @@ class UniFusionConfig(JsonConfig):
     with ``num_heads`` heads of ``head_dim`` each (inner width ``num_heads * head_dim``): the authors
     used 8 x 256; the default 8 x 32 is far cheaper. ``backend`` is ``"sdpa"``, ``"flash_attn"`` or
     ``"math"`` (see :mod:`unifusion_sam.fusion.attention`).
+
+    ``match_logit`` > 0 starts the query and key projections as the same scaled orthogonal map, so
+    that before any training the mask branch already attends to the reference locations whose
+    visual features resemble the query's (feature matching, as in memory-based VOS): a key equal to
+    the query gets an attention logit of about ``match_logit`` (LayerNorm-ed features, per head).
+    ``0`` keeps PyTorch's default initialisation. The block is the identity at initialisation either way.
     """
 
     dim: int = 256
@@ -38,6 +44,7 @@ class UniFusionConfig(JsonConfig):
     head_dim: int = 32
     backend: str = "sdpa"
     qkv_bias: bool = True
+    match_logit: float = 48.0
 
     def __post_init__(self) -> None:
         check_positive_int("dim", self.dim)
@@ -46,6 +53,8 @@ class UniFusionConfig(JsonConfig):
         check_choice("backend", self.backend, BACKENDS)
         if not isinstance(self.qkv_bias, bool):
             raise TypeError(f"qkv_bias must be a bool, got {self.qkv_bias!r}")
+        if isinstance(self.match_logit, bool) or not isinstance(self.match_logit, (int, float)) or self.match_logit < 0:
+            raise ValueError(f"match_logit must be a number >= 0, got {self.match_logit!r}")
 
 
 @dataclass
@@ -113,9 +122,25 @@ class UniFusion(nn.Module):
         self.k_proj = nn.Linear(c, inner, bias=self.config.qkv_bias)
         self.v_proj = nn.Linear(c, inner, bias=self.config.qkv_bias)
         self.out_proj = nn.Linear(inner, c)
+        if self.config.match_logit > 0:
+            self._init_matching(self.config.match_logit)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(c, 3 * c))
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
+
+    @torch.no_grad()
+    def _init_matching(self, logit: float) -> None:
+        """``W_q = W_k = s * O`` with orthonormal rows ``O`` (``[inner, C]``; orthonormal columns when
+        inner > C). For LayerNorm-ed x (``|x|^2 ~ C``), per head ``(s O_h x) . (s O_h x) / sqrt(d)`` is
+        about ``s^2 * d * min(1, C / inner) / sqrt(d)``; ``s`` is chosen to make it ``logit``."""
+        c, inner, d = self.config.dim, self.config.num_heads * self.config.head_dim, self.config.head_dim
+        weight = torch.empty(inner, c)
+        nn.init.orthogonal_(weight)
+        scale = (logit / (d**0.5 * min(1.0, c / inner))) ** 0.5
+        for proj in (self.q_proj, self.k_proj):
+            proj.weight.copy_(weight * scale)
+            if proj.bias is not None:
+                proj.bias.zero_()
 
     def forward(
         self,
