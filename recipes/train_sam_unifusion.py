@@ -114,6 +114,17 @@ def resolve_resume(out: Path, resume: str | None) -> Path | None:
     return path
 
 
+def save_sam(sam: torch.nn.Module, path: Path) -> None:
+    """Write the SAM's state dict as safetensors, atomically; ``build_sam(size, checkpoint=path)`` reads it."""
+    from safetensors.torch import save_file
+
+    from unifusion_sam.sam.checkpoint_io import portable_tensors
+
+    tmp = path.with_name(f".tmp_{path.name}")
+    save_file(portable_tensors(sam.state_dict()), str(tmp))
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(argv)
     out = Path(cfg.output_dir)
@@ -240,6 +251,9 @@ def main(argv: list[str] | None = None) -> dict:
         metrics["steps"] = global_step
         inner.recorded_metrics = {k: v for k, v in metrics.items() if isinstance(v, float)}
         inner.save_pretrained(out / "adapter")
+        if cfg.sam_checkpoint is None and not inner.lora_enabled:
+            # a randomly initialised SAM exists nowhere else: keep it next to the adapter
+            save_sam(inner.sam, out / f"sam_{cfg.sam}.safetensors")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print_table(metrics)
     accelerator.end_training()

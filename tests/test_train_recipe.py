@@ -108,3 +108,23 @@ def test_trains_from_official_layouts(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert np.isfinite(metrics["final_loss_image"]) and np.isfinite(metrics["final_loss_video"])
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_random_sam_is_saved_next_to_the_adapter(tmp_path):
+    """With no SAM checkpoint the recipe keeps the random SAM it trained on, and the adapter loads onto it."""
+    import torch
+    from accelerate.utils import set_seed
+
+    from unifusion_sam.sam import UniFusionSam, build_sam
+
+    out = tmp_path / "run"
+    proc = _run(["--output_dir", str(out), "--max_steps", "1", "--save_every", "1"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = build_sam("tiny", checkpoint=out / "sam_tiny.safetensors")
+    set_seed(0)  # the recipe's seed, set before it builds the SAM
+    rebuilt = build_sam("tiny")
+    for (name, a), b in zip(saved.state_dict().items(), rebuilt.state_dict().values()):
+        if not name.startswith("mask_decoder."):  # the frozen parts (the decoder trained; the adapter holds it)
+            assert torch.equal(a, b), name
+    model = UniFusionSam.from_pretrained(out / "adapter", sam=saved)
+    assert model.predict(np.zeros((64, 64, 3), np.uint8), text="the red circle").mask.shape == (64, 64)
