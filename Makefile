@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # the default training run (tiny SAM + offline MiniLM on synthetic data, both stages) and its
-# held-out evaluation; writes outputs/default/{metrics.json,overlays/,tracked_video.gif,adapter/}
+# held-out evaluation; writes outputs/default/{metrics.json,overlays/,tracked_video.gif,adapter/,sam_tiny.safetensors}
 demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
 		--num_cpu_threads_per_process $(THREADS) --mixed_precision no --dynamo_backend no recipes/train_sam_unifusion.py

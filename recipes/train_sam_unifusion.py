@@ -2,7 +2,8 @@
 
 With no arguments it trains the tiny SAM + the offline MiniLM text encoder on the library's synthetic
 data through both stages (image, then video), evaluates on a held-out synthetic split, and writes
-``metrics.json``, overlay PNGs, a GIF of a tracked video and the adapter under ``outputs/default``.
+``metrics.json``, overlay PNGs, a GIF of a tracked video, the adapter and (because that SAM is random)
+the SAM itself (``sam_tiny.safetensors``) under ``outputs/default``.
 
 Every config field can be set from the command line with its dotted name, e.g.
 ``--image.lr 2e-4 --batch_size 4 --stage video --resume latest``.
