@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
+from unifusion_sam.fusion import UniFusionConfig
 from unifusion_sam.sam import build_sam, wrap_sam
 from unifusion_sam.training import DataSource, MixtureDataset, build_source, collate, compute_loss, parameter_groups
 
@@ -66,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     videos = SyntheticDataset("heldout", "vos", args.videos, SyntheticConfig(seed=1000, image_size=(128, 128)))
     plain, t0 = train_and_score(0.0, args.steps, args.batch_size, videos)
-    matching, t1 = train_and_score(48.0, args.steps, args.batch_size, videos)
+    matching, t1 = train_and_score(UniFusionConfig().match_logit, args.steps, args.batch_size, videos)
     print(f"one-step VOS IoU after {args.steps} steps of batch {args.batch_size}: "
           f"default init {plain:.3f} ({t0:.0f} s), matching init {matching:.3f} ({t1:.0f} s)")
     print(f"ratio matching / default: {matching / max(plain, 1e-9):.2f}")

@@ -117,13 +117,13 @@ def resolve_resume(out: Path, resume: str | None) -> Path | None:
 
 def save_sam(sam: torch.nn.Module, path: Path) -> None:
     """Write the SAM's state dict as safetensors, atomically; ``build_sam(size, checkpoint=path)`` reads it."""
-    from safetensors.torch import save_file
+    from unifusion_sam.sam.checkpoint_io import atomic_write, portable_tensors, write_safetensors
 
-    from unifusion_sam.sam.checkpoint_io import portable_tensors
+    def write(folder: Path) -> list[str]:
+        write_safetensors(portable_tensors(sam.state_dict()), folder / path.name, {"format": "pt"})
+        return [path.name]
 
-    tmp = path.with_name(f".tmp_{path.name}")
-    save_file(portable_tensors(sam.state_dict()), str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path.parent, write)
 
 
 def main(argv: list[str] | None = None) -> dict:
