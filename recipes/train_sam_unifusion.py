@@ -1,9 +1,11 @@
 """Train a UniFusion-SAM adapter: ``accelerate launch recipes/train_sam_unifusion.py [--config ...]``.
 
-With no arguments it trains the tiny SAM + the offline MiniLM text encoder on the library's synthetic
-data through both stages (image, then video), evaluates on a held-out synthetic split, and writes
-``metrics.json``, overlay PNGs, a GIF of a tracked video, the adapter and (because that SAM is random)
-the SAM itself (``sam_tiny.safetensors``) under ``outputs/default``.
+With no arguments it builds a random tiny SAM, gives its image encoder SAM-like features in a short
+pre-training on synthetic scenes (``stand_in``), then trains the adapter with the offline MiniLM text
+encoder on the library's synthetic data through both stages (image, then video), evaluates on a
+held-out synthetic split, and writes ``metrics.json``, overlay PNGs, a GIF of a tracked video, the
+adapter and (because that SAM exists nowhere else) the SAM itself (``sam_tiny.safetensors``) under
+``outputs/default``.
 
 Every config field can be set from the command line with its dotted name, e.g.
 ``--image.lr 2e-4 --batch_size 4 --stage video --resume latest``.
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from unifusion_sam.data.synthetic import SyntheticConfig
@@ -38,6 +41,7 @@ from unifusion_sam.training import (
     evaluate_synthetic,
     flat_fields,
     parameter_groups,
+    pretrain_image_encoder,
     warmup_step_schedule,
 )
 
@@ -126,6 +130,35 @@ def save_sam(sam: torch.nn.Module, path: Path) -> None:
     atomic_write(path.parent, write)
 
 
+def pretrain_stand_in(accelerator: Accelerator, sam: torch.nn.Module, cfg: TrainConfig, out: Path) -> float | None:
+    """Give a random SAM's image encoder SAM-like features first (``cfg.stand_in``, see
+    ``unifusion_sam.training.stand_in``; skipped for a ``sam_checkpoint``). The main process trains it and writes
+    ``sam_<size>.safetensors`` (a resumed run reads that file instead); every process then loads it.
+    The global RNG is left untouched, so the adapter starts the same with or without this step.
+    Returns the final pre-training loss (``None`` when it was read from disk)."""
+    if not cfg.stand_in.steps:
+        return None
+    if cfg.sam_checkpoint is not None:
+        accelerator.print(f"stand_in.steps={cfg.stand_in.steps} ignored: {cfg.sam_checkpoint} is a pretrained SAM")
+        return None
+    path = out / f"sam_{cfg.sam}.safetensors"
+    final = None
+    if accelerator.is_main_process and not (cfg.resume and path.exists()):
+        synthetic = SyntheticConfig(seed=cfg.seed, image_size=(cfg.synthetic_image_size, cfg.synthetic_image_size))
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            losses = pretrain_image_encoder(sam, synthetic, cfg.stand_in, num_workers=cfg.num_workers)
+        final = losses[-1]
+        accelerator.print(f"stand-in SAM image encoder pre-trained for {len(losses)} steps: loss {losses[0]:.3f} -> {final:.3f}")
+        out.mkdir(parents=True, exist_ok=True)
+        save_sam(sam, path)
+    accelerator.wait_for_everyone()
+    if final is None:
+        sam.load_state_dict(load_file(str(path)))
+        sam.image_encoder.requires_grad_(False)
+    return final
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(argv)
     out = Path(cfg.output_dir)
@@ -144,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- model: a frozen SAM, wrapped with the adapter
     sam = build_sam(cfg.sam, checkpoint=cfg.sam_checkpoint, image_size=cfg.sam_image_size)
+    stand_in_loss = pretrain_stand_in(accelerator, sam, cfg, out)
     model = wrap_sam(sam, adapter=cfg.adapter, **cfg.adapter_overrides)
     if accelerator.is_main_process:
         model.print_trainable_parameters()
@@ -166,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     inner = accelerator.unwrap_model(model)
     cache = None if inner.lora_enabled or cfg.embedding_cache == 0 else TrainEmbeddingCache(cfg.embedding_cache)
 
-    metrics: dict = {}
+    metrics: dict = {} if stand_in_loss is None else {"final_loss_stand_in": stand_in_loss}
     if accelerator.is_main_process and uses_synthetic and cfg.eval_samples and resolve_resume(out, cfg.resume) is None:
         metrics["untrained"] = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos)
         (out).mkdir(parents=True, exist_ok=True)

@@ -15,12 +15,16 @@ from safetensors.numpy import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "train_sam_unifusion.py"
-# small, deterministic settings: frozen text encoder without dropout, 64 px synthetic images
+# small, deterministic settings: frozen text encoder without dropout, 64 px synthetic images, no
+# stand-in pre-training of the random SAM (STAND_IN turns a 2-step one on)
 FAST = [
-    "--batch_size", "2", "--synthetic_image_size", "64", "--eval_samples", "0", "--tracker", "none",
+    "--batch_size", "2", "--synthetic_image_size", "64", "--eval_samples", "0", "--tracker", "none", "--stand_in.steps", "0",
     "--num_workers", "0", "--warmup_steps", "2", "--deterministic", "true",
     "--adapter_overrides", '{"text": {"trainable": false, "dropout": 0.0}, "fusion": {"head_dim": 8}}',
 ]
+
+
+STAND_IN = ["--stand_in.steps", "2", "--stand_in.batch_size", "2"]
 
 
 def _env():
@@ -40,7 +44,7 @@ def _adapter(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
-    steps = ["--max_steps", "8", "--save_every", "2", "--stage", "both"]
+    steps = ["--max_steps", "8", "--save_every", "2", "--stage", "both", *STAND_IN]
     full = _run([*steps, "--output_dir", str(tmp_path / "full")])
     assert full.returncode == 0, full.stderr[-3000:]
 
@@ -58,6 +62,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     resumed = _run([*steps, "--output_dir", str(out), "--resume", "latest"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
+    assert "pre-trained" not in resumed.stdout + resumed.stderr  # the stand-in SAM is read back, not redone
     a, b = _adapter(tmp_path / "full"), _adapter(out)
     assert a.keys() == b.keys()
     for k in a:
@@ -66,7 +71,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
-    common = ["--max_steps", "3", "--stage", "image", "--save_every", "100"]
+    common = ["--max_steps", "3", "--stage", "image", "--save_every", "100", *STAND_IN]
     single = _run([*common, "--grad_accum", "2", "--output_dir", str(tmp_path / "one")])
     assert single.returncode == 0, single.stderr[-3000:]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -126,5 +131,27 @@ def test_random_sam_is_saved_next_to_the_adapter(tmp_path):
     for (name, a), b in zip(saved.state_dict().items(), rebuilt.state_dict().values()):
         if not name.startswith("mask_decoder."):  # the frozen parts (the decoder trained; the adapter holds it)
             assert torch.equal(a, b), name
+    model = UniFusionSam.from_pretrained(out / "adapter", sam=saved)
+    assert model.predict(np.zeros((64, 64, 3), np.uint8), text="the red circle").mask.shape == (64, 64)
+
+
+def test_stand_in_pretrained_sam_is_saved_and_the_adapter_loads_onto_it(tmp_path):
+    """With ``stand_in.steps`` the saved SAM is the seeded random one with a pre-trained image encoder."""
+    import torch
+    from accelerate.utils import set_seed
+
+    from unifusion_sam.sam import UniFusionSam, build_sam
+
+    out = tmp_path / "run"
+    proc = _run(["--output_dir", str(out), "--max_steps", "1", "--save_every", "1", *STAND_IN])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "stand-in SAM image encoder pre-trained for 2 steps" in proc.stdout
+    assert np.isfinite(json.loads((out / "metrics.json").read_text())["final_loss_stand_in"])
+    saved = build_sam("tiny", checkpoint=out / "sam_tiny.safetensors")
+    set_seed(0)
+    rebuilt = build_sam("tiny")
+    changed = [n for (n, a), b in zip(saved.state_dict().items(), rebuilt.state_dict().values()) if not torch.equal(a, b)]
+    assert any(n.startswith("image_encoder.") for n in changed)
+    assert all(n.startswith(("image_encoder.", "mask_decoder.")) for n in changed), changed  # prompt encoder untouched
     model = UniFusionSam.from_pretrained(out / "adapter", sam=saved)
     assert model.predict(np.zeros((64, 64, 3), np.uint8), text="the red circle").mask.shape == (64, 64)

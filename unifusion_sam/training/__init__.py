@@ -1,11 +1,12 @@
-"""Training: configs, data mixing, the embedding cache, the step, and held-out evaluation."""
+"""Training: configs, data mixing, the embedding cache, the step, stand-in SAM pre-training and held-out evaluation."""
 
-from .config import DataSource, StageConfig, TrainConfig, apply_overrides, flat_fields
+from .config import DataSource, StageConfig, StandInConfig, TrainConfig, apply_overrides, flat_fields
 from .engine import TrainEmbeddingCache, compute_loss, parameter_groups, warmup_step_schedule
 from .evaluate import evaluate_synthetic
 from .mixing import MixtureDataset
 from .samples import PreparedSample, TrainBatch, collate, prepare
 from .sources import Source, build_source
+from .stand_in import pretrain_image_encoder
 
 __all__ = [
     "DataSource",
@@ -13,6 +14,7 @@ __all__ = [
     "PreparedSample",
     "Source",
     "StageConfig",
+    "StandInConfig",
     "TrainBatch",
     "TrainConfig",
     "TrainEmbeddingCache",
@@ -23,6 +25,7 @@ __all__ = [
     "evaluate_synthetic",
     "flat_fields",
     "parameter_groups",
+    "pretrain_image_encoder",
     "prepare",
     "warmup_step_schedule",
 ]

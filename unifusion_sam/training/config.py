@@ -74,6 +74,34 @@ class StageConfig(JsonConfig):
 
 
 @dataclass
+class StandInConfig(JsonConfig):
+    """Pre-training of a random stand-in SAM's image encoder before wrapping (:mod:`.stand_in`):
+    ``steps`` of AdamW (one-cycle schedule peaking at ``lr``) on batches of ``batch_size`` synthetic
+    scenes; ``embed_dim`` is the width of the instance embedding, ``temperature`` its softmax
+    temperature. ``steps: 0`` (the default) skips it; so does a ``sam_checkpoint`` (a real SAM is
+    pretrained already): it is for random SAMs only."""
+
+    steps: int = 0
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    embed_dim: int = 16
+    temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"steps must be an int >= 0, got {self.steps!r}")
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("embed_dim", self.embed_dim)
+        for name in ("lr", "temperature"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+
+
+@dataclass
 class TrainConfig(JsonConfig):
     """Everything the recipe needs. ``stage`` picks ``image``, ``video`` or ``both`` (in sequence)."""
 
@@ -82,6 +110,7 @@ class TrainConfig(JsonConfig):
     sam: str = "tiny"
     sam_checkpoint: str | None = None
     sam_image_size: int | None = None
+    stand_in: StandInConfig = field(default_factory=StandInConfig)
     adapter: str | None = None
     adapter_overrides: dict = field(default_factory=dict)
     stage: str = "both"
@@ -113,10 +142,10 @@ class TrainConfig(JsonConfig):
         check_choice("tracker", self.tracker, ("tensorboard", "none"))
         for name in ("batch_size", "grad_accum", "save_every", "log_every", "synthetic_image_size"):
             check_positive_int(name, getattr(self, name))
-        for name in ("image", "video"):
+        for name, kind in (("image", StageConfig), ("video", StageConfig), ("stand_in", StandInConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):
-                setattr(self, name, StageConfig.from_dict(value))
+                setattr(self, name, kind.from_dict(value))
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 0):
             raise ValueError(f"max_steps must be an int >= 0 or None, got {self.max_steps!r}")
         if self.sam_checkpoint is not None and not os.path.isfile(self.sam_checkpoint):

@@ -1,0 +1,170 @@
+"""Pre-training of a random stand-in SAM's image encoder on the library's synthetic scenes.
+
+The adapter is built for a *pretrained* SAM whose frozen image encoder already describes what is in
+each patch. A randomly initialised tiny SAM (the offline default run, the tests) does not: a linear
+probe on its frozen embeddings recovers the colour of 95% of the foreground patches but the shape
+class of only 15% (chance: 1 in 6), so few-shot segmentation by shape class and sentences with
+shape words have little to work with. Before wrapping, the recipe can therefore give the random
+encoder SAM-like features in a short supervised pre-training on synthetic scenes of the training
+split (never the held-out one):
+
+- per-location shape class and colour (soft targets: the share of each class in each cell of a
+  grid twice as fine as the embedding, so the embedding also learns where edges run inside a patch);
+- an instance embedding in which the cells of one object are close to their object's mean and far
+  from the other objects' (what tracking and few-shot matching need).
+
+Only the image encoder trains; the small head that reads the targets out of the embedding is thrown
+away. Users with a real SAM checkpoint skip this: their encoder is pretrained already.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.synthetic import SyntheticConfig, SyntheticDataset
+from ..data.synthetic.shapes import COLOURS, SHAPE_CLASSES
+from ..sam.transforms import SamTransform
+from .config import StandInConfig
+
+MAX_INSTANCES = 8  # object ids above this share the last instance slot
+
+
+CELL = 8  # target cells are 8 x 8 input pixels: a grid twice as fine as SAM's 16-pixel patches
+
+
+@dataclass
+class Targets:
+    """Per-cell targets of a batch: ``colour`` ``[B, 1 + colours, g, g]``, ``shape`` ``[B, 1 + shapes, g, g]``
+    and ``objects`` ``[B, 1 + MAX_INSTANCES, g, g]``: the share of each class (slot 0 = background) in
+    each cell; ``valid`` ``[B, g, g]``: the share of the cell inside the image (0 on padding)."""
+
+    colour: torch.Tensor
+    shape: torch.Tensor
+    objects: torch.Tensor
+    valid: torch.Tensor
+
+
+class SceneTargets(torch.utils.data.Dataset):
+    """Synthetic scenes as ``(pixels [3, S, S], colour, shape, objects, valid)``: SAM-normalised, padded
+    pixels and the per-cell shares of :class:`Targets` (unbatched), computed on the original label map
+    and laid out like the resized, padded image."""
+
+    def __init__(self, dataset: SyntheticDataset, transform, length: int) -> None:
+        self.dataset, self.transform, self.length = dataset, transform, length
+        self.colours = {c: i + 1 for i, c in enumerate(COLOURS)}
+        self.shapes = {s: i + 1 for i, s in enumerate(SHAPE_CLASSES)}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        rec = self.dataset.scene(i % len(self.dataset))
+        ids = rec.meta["label_map"].astype(np.int64)
+        colour = np.zeros(ids.max() + 1, np.int64)
+        shape = np.zeros(ids.max() + 1, np.int64)
+        for obj in rec.meta["objects"]:
+            colour[obj["id"]] = self.colours[obj["colour"]]
+            shape[obj["id"]] = self.shapes[obj["shape"]]
+        prepared = self.transform.image(rec.image)
+        size = prepared.pixels.shape[-1]
+        grid = size // CELL
+        h, w = (max(1, round(s / CELL)) for s in prepared.input_size)
+        out = []
+        for labels, n in ((colour[ids], len(COLOURS) + 1), (shape[ids], len(SHAPE_CLASSES) + 1),
+                          (np.minimum(ids, MAX_INSTANCES), MAX_INSTANCES + 1), (np.ones_like(ids), 2)):
+            onehot = F.one_hot(torch.from_numpy(labels), n).permute(2, 0, 1).float()
+            share = F.adaptive_avg_pool2d(onehot[None], (h, w))[0]
+            out.append(F.pad(share, (0, grid - w, 0, grid - h)))
+        return prepared.pixels[0], out[0], out[1], out[2], out[3][1]
+
+
+class DenseHead(nn.Module):
+    """Reads colour logits, shape logits and an instance embedding out of a ``[B, C, h, w]`` SAM
+    embedding at ``[B, *, 2h, 2w]``."""
+
+    def __init__(self, in_dim: int, embed_dim: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.num_colours, self.num_shapes = len(COLOURS) + 1, len(SHAPE_CLASSES) + 1
+        self.up = nn.ConvTranspose2d(in_dim, hidden, kernel_size=2, stride=2)
+        self.out = nn.Conv2d(hidden, self.num_colours + self.num_shapes + embed_dim, kernel_size=1)
+
+    def forward(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.out(F.gelu(self.up(embeddings)))
+        c, s = self.num_colours, self.num_shapes
+        return x[:, :c], x[:, c:c + s], F.normalize(x[:, c + s:], dim=1)
+
+
+def stand_in_loss(head: DenseHead, embeddings: torch.Tensor, targets: Targets, temperature: float) -> torch.Tensor:
+    """Soft cross-entropy of colour and shape per cell plus an instance-discrimination term (each
+    cell's embedding closest to its own object's mean), averaged over the cells inside the image.
+
+    ``embeddings`` ``[B, C, h, w]``; ``targets`` at ``[2h, 2w]`` (see :class:`Targets`)."""
+    colour_logits, shape_logits, inst = head(embeddings)
+    valid = targets.valid
+    total = valid.sum().clamp(min=1e-6)
+    loss = embeddings.new_zeros(())
+    for logits, share in ((colour_logits, targets.colour), (shape_logits, targets.shape)):
+        loss = loss + (-(share * F.log_softmax(logits, dim=1)).sum(1) * valid).sum() / total
+    objects = targets.objects
+    weights = objects / objects.sum(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+    centres = F.normalize(torch.einsum("bchw,bkhw->bkc", inst, weights), dim=2)  # [B, K, E]
+    sim = torch.einsum("bchw,bkc->bkhw", inst, centres) / temperature
+    present = objects.sum(dim=(2, 3)) > 0  # [B, K]
+    sim = sim.masked_fill(~present[:, :, None, None], -1e4)
+    return loss + (-(objects * F.log_softmax(sim, dim=1)).sum(1) * valid).sum() / total
+
+
+def pretrain_image_encoder(
+    sam: nn.Module,
+    synthetic: SyntheticConfig,
+    config: StandInConfig,
+    *,
+    num_workers: int = 1,
+    progress: bool = True,
+) -> list[float]:
+    """Train the image encoder of ``sam`` (a ``segment_anything`` ``Sam``, before wrapping) in place on
+    ``config.steps`` batches of training-split synthetic scenes (see the module docstring); returns
+    the loss of every step. Seed torch beforehand for a reproducible result. The encoder is left
+    frozen and in eval mode."""
+    from segment_anything.modeling import Sam
+
+    if not isinstance(sam, Sam):
+        raise TypeError(f"stand-in pre-training needs a segment_anything Sam (build_sam), got {type(sam).__name__}")
+    if config.steps == 0:
+        return []
+    transform = SamTransform(sam.image_encoder.img_size, sam.pixel_mean, sam.pixel_std)
+    encoder = sam.image_encoder
+    encoder.train()
+    encoder.requires_grad_(True)
+    head = DenseHead(encoder.neck[0].out_channels, config.embed_dim)  # the neck's width (256 in every SAM)
+    scenes = SyntheticDataset("train", "ris", 4000, synthetic)
+    loader = torch.utils.data.DataLoader(
+        SceneTargets(scenes, transform, config.steps * config.batch_size), batch_size=config.batch_size,
+        num_workers=num_workers,
+    )
+    device = next(encoder.parameters()).device
+    head.to(device)
+    params = list(encoder.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
+    losses: list[float] = []
+    bar = tqdm(loader, total=config.steps, desc="pretrain stand-in SAM encoder", disable=not progress, leave=False)
+    for pixels, *shares in bar:
+        targets = Targets(*(t.to(device) for t in shares))
+        loss = stand_in_loss(head, encoder(pixels.to(device)), targets, config.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    encoder.requires_grad_(False)
+    encoder.eval()
+    return losses
