@@ -81,7 +81,7 @@ def main() -> None:
     for name in ("random", "pre-trained"):
         if name == "pre-trained":
             tic = time.perf_counter()
-            pretrain_image_encoder(sam, syn, StandInConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr))
+            pretrain_image_encoder(sam, syn, StandInConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr), progress=False)
             print(f"stand-in pre-training: {args.steps} steps of {args.batch_size} scenes in {time.perf_counter() - tic:.0f} s")
         x, colour, shape = patch_data(sam, probe_scenes, args.scenes)
         split = split or int(0.75 * len(x))

@@ -145,6 +145,7 @@ def pretrain_stand_in(accelerator: Accelerator, sam: torch.nn.Module, cfg: Train
     final = None
     if accelerator.is_main_process and not (cfg.resume and path.exists()):
         synthetic = SyntheticConfig(seed=cfg.seed, image_size=(cfg.synthetic_image_size, cfg.synthetic_image_size))
+        sam.to(accelerator.device)  # pre-train where the adapter will train (a GPU when there is one)
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             losses = pretrain_image_encoder(sam, synthetic, cfg.stand_in, num_workers=cfg.num_workers)

@@ -20,13 +20,16 @@ SOURCE_KINDS = (
     "synthetic", "refcoco", "fss1000", "davis2017", "youtube_vos", "lvos", "mose", "ref_youtube_vos",
     "ref_davis17", "coco",
 )
+VIDEO_KINDS = ("davis2017", "youtube_vos", "lvos", "mose", "ref_youtube_vos", "ref_davis17")
 
 
 @dataclass
 class DataSource(JsonConfig):
     """One dataset of the mixture: ``kind`` (see ``SOURCE_KINDS``), ``task`` for synthetic data and
     for readers that serve several tasks, a sampling ``ratio``, a ``root`` folder for real datasets and
-    reader-specific ``options`` (e.g. ``{"dataset": "refcoco+", "image_dir": ...}``)."""
+    reader-specific ``options`` (e.g. ``{"dataset": "refcoco+", "image_dir": ...}``). Video sources
+    (and synthetic ``vos`` / ``rvos``) also take ``options.first_ref``: the object's first frame
+    becomes a second reference, as in tracking."""
 
     kind: str = "synthetic"
     task: str = "ris"
@@ -45,6 +48,13 @@ class DataSource(JsonConfig):
                 raise ValueError(f"data source {self.kind!r} needs a root folder")
             if not os.path.isdir(self.root):
                 raise FileNotFoundError(f"data source {self.kind!r}: root folder does not exist: {self.root}")
+        if "first_ref" in self.options:
+            if not isinstance(self.options["first_ref"], bool):
+                raise TypeError(f"data.options.first_ref must be true or false, got {self.options['first_ref']!r}")
+            video = self.kind in VIDEO_KINDS or (self.kind == "synthetic" and self.task in ("vos", "rvos"))
+            if not video:
+                raise ValueError(f"data.options.first_ref is for video sources (VOS / RVOS), not "
+                                 f"kind={self.kind!r} task={self.task!r}")
 
 
 @dataclass

@@ -4,7 +4,8 @@
 - RIS: one sentence and its object (RefCOCO/+/g, synthetic);
 - FSS: a query and K supports of one class (FSS-1000, synthetic);
 - VOS: two frames of one object within +-10 frames, the earlier one is the reference (DAVIS,
-  YouTube-VOS, LVOS, MOSE, synthetic);
+  YouTube-VOS, LVOS, MOSE, synthetic); with ``options.first_ref`` the object's first frame is a
+  second reference, as the tracker uses at inference (first frame + previous frame);
 - RVOS: the same with the object's sentence; 40% of samples use the language only;
 - pseudo-VOS: one image, two augmentations (COCO instances, RefCOCO, synthetic scenes).
 Samples carry cache keys (``meta["key"]``, ``meta["ref_keys"]``) naming their images.
@@ -32,13 +33,15 @@ class Source:
 
 
 class SyntheticSource(Source):
-    """The library's synthetic data; ``options.pool`` = how many distinct items are cycled (default 4000)."""
+    """The library's synthetic data; ``options.pool`` = how many distinct items are cycled (default 4000);
+    ``options.first_ref`` (VOS / RVOS) = the object's first frame is an extra (first) reference."""
 
     def __init__(self, cfg: DataSource, image_size: int, seed: int) -> None:
         from ..data.synthetic import SyntheticConfig, SyntheticDataset
 
         options = dict(cfg.options)
         self.pool = int(options.pop("pool", 4000))
+        self.first_ref = options.pop("first_ref", False)  # validated by DataSource
         task = "ris" if cfg.task == "pseudo_vos" else cfg.task
         config = SyntheticConfig(seed=seed, image_size=(image_size, image_size), **options)
         self.dataset = SyntheticDataset(cfg.split, task, self.pool, config)
@@ -54,7 +57,18 @@ class SyntheticSource(Source):
             return RefSample("pseudo_vos", s.image, s.mask, meta=meta)
         if self.task == "rvos" and rng.random() < RVOS_LANGUAGE_ONLY:
             return RefSample("rvos", s.image, s.mask, s.text, meta={**meta, "ref_keys": []})
-        return RefSample(s.task, s.image, s.mask, s.text, list(s.ref_images), list(s.ref_masks), meta)
+        refs, masks = list(s.ref_images), list(s.ref_masks)
+        if self.first_ref and self.task in ("vos", "rvos"):
+            from ..data.synthetic.videos import sample_video
+
+            spec = sample_video(self.dataset.config, self.dataset.split, i)
+            obj, r = s.meta["object_id"], s.meta["ref_frame"]
+            first = spec.birth[obj - 1]
+            if first < r:
+                image, labels = spec.render(first)
+                refs, masks = [image, *refs], [labels == obj, *masks]
+                meta["ref_keys"] = [f"{key}:first", *meta["ref_keys"]]
+        return RefSample(s.task, s.image, s.mask, s.text, refs, masks, meta)
 
 
 class RefCOCOSource(Source):
@@ -96,12 +110,14 @@ class FSS1000Source(Source):
 
 
 class VideoSource(Source):
-    """VOS / RVOS samples from a video reader: two frames of one object within +-10 frames."""
+    """VOS / RVOS samples from a video reader: two frames of one object within +-10 frames; with
+    ``first_ref`` the object's first annotated frame is an extra (first) reference, as in tracking."""
 
-    def __init__(self, reader, task: str, name: str) -> None:
+    def __init__(self, reader, task: str, name: str, first_ref: bool = False) -> None:
         self.reader = reader
         self.task = task
         self.name = name
+        self.first_ref = first_ref
 
     def sample(self, rng: np.random.Generator) -> RefSample:
         from ..data.readers import load_video_annotation, load_video_frame
@@ -130,7 +146,17 @@ class VideoSource(Source):
             meta = {"key": f"img:{rec.frames[t]}", "ref_keys": [f"img:{rec.frames[r]}"], "video": rec.name}
             if self.task == "rvos" and rng.random() < RVOS_LANGUAGE_ONLY:
                 return RefSample("rvos", image, label == obj, text, meta={**meta, "ref_keys": []})
-            return RefSample(self.task, image, label == obj, text, [load_video_frame(rec, r)], [ref_label == obj], meta)
+            refs, masks = [load_video_frame(rec, r)], [ref_label == obj]
+            if self.first_ref:
+                for f in annotated:
+                    if f >= r:
+                        break
+                    first_label = load_video_annotation(rec, f)
+                    if (first_label == obj).any():
+                        refs, masks = [load_video_frame(rec, f), *refs], [first_label == obj, *masks]
+                        meta["ref_keys"] = [f"img:{rec.frames[f]}", *meta["ref_keys"]]
+                        break
+            return RefSample(self.task, image, label == obj, text, refs, masks, meta)
         raise ValueError(f"{self.name}: could not find a video with two annotated frames of one object")
 
 
@@ -165,6 +191,8 @@ def build_source(cfg: DataSource, image_size: int, seed: int) -> Source:
         "davis2017": readers.DAVIS2017, "youtube_vos": readers.YouTubeVOS, "lvos": readers.LVOS,
         "mose": readers.MOSE, "ref_youtube_vos": readers.RefYouTubeVOS, "ref_davis17": readers.RefDAVIS17,
     }
-    reader = video_readers[cfg.kind](cfg.root, split=cfg.split, **cfg.options)
+    options = dict(cfg.options)
+    first_ref = options.pop("first_ref", False)  # validated by DataSource
+    reader = video_readers[cfg.kind](cfg.root, split=cfg.split, **options)
     task = "rvos" if cfg.kind in ("ref_youtube_vos", "ref_davis17") else "vos"
-    return VideoSource(reader, task, cfg.kind)
+    return VideoSource(reader, task, cfg.kind, first_ref=first_ref)

@@ -1,0 +1,67 @@
+"""Training sources: the ``first_ref`` option gives VOS / RVOS samples the object's first frame too."""
+
+import numpy as np
+import pytest
+from fixtures_layouts import write_davis
+
+from unifusion_sam.data.synthetic import SyntheticConfig
+from unifusion_sam.data.synthetic.videos import sample_video
+from unifusion_sam.training import build_source
+from unifusion_sam.training.config import DataSource
+
+
+@pytest.mark.parametrize("task", ["vos", "rvos"])
+def test_synthetic_first_ref_prepends_the_objects_first_frame(task):
+    plain = build_source(DataSource(kind="synthetic", task=task, ratio=1), 64, 0)
+    first = build_source(DataSource(kind="synthetic", task=task, ratio=1, options={"first_ref": True}), 64, 0)
+    config = SyntheticConfig(seed=0, image_size=(64, 64))
+    seen_two = 0
+    for seed in range(12):
+        a, b = plain.sample(np.random.default_rng(seed)), first.sample(np.random.default_rng(seed))
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask) and a.text == b.text
+        if not a.ref_images:  # an RVOS sample with the language only stays so
+            assert not b.ref_images
+            continue
+        # the sampled reference stays, last
+        assert np.array_equal(a.ref_images[-1], b.ref_images[-1]) and np.array_equal(a.ref_masks[-1], b.ref_masks[-1])
+        index = int(b.meta["key"].rsplit(":", 1)[1])
+        spec = sample_video(config, "train", index)
+        obj, r = b.meta["object_id"], b.meta["ref_frame"]
+        birth = spec.birth[obj - 1]
+        assert len(b.ref_images) == (2 if birth < r else 1)
+        assert len(b.meta["ref_keys"]) == len(b.ref_images)
+        if birth < r:
+            seen_two += 1
+            image, labels = spec.render(birth)
+            assert np.array_equal(b.ref_images[0], image) and np.array_equal(b.ref_masks[0], labels == obj)
+            assert b.ref_masks[0].any()
+    assert seen_two >= 3
+
+
+def test_video_reader_first_ref_prepends_the_first_annotated_frame(tmp_path):
+    write_davis(tmp_path / "davis", videos={"v": {"split": "train", "frames": 8, "objects": {1: 0, 2: 0}}})
+    plain = build_source(DataSource(kind="davis2017", task="vos", ratio=1, root=str(tmp_path / "davis"),
+                                    split="train"), 64, 0)
+    first = build_source(DataSource(kind="davis2017", task="vos", ratio=1, root=str(tmp_path / "davis"),
+                                    split="train", options={"first_ref": True}), 64, 0)
+    seen_two = 0
+    for seed in range(20):
+        a, b = plain.sample(np.random.default_rng(seed)), first.sample(np.random.default_rng(seed))
+        assert np.array_equal(a.mask, b.mask)
+        assert np.array_equal(a.ref_masks[-1], b.ref_masks[-1])
+        assert len(b.ref_images) == len(b.meta["ref_keys"])
+        if len(b.ref_images) == 2:
+            seen_two += 1
+            assert b.meta["ref_keys"][0].endswith("00000.jpg")  # every object is annotated from frame 0
+            assert b.ref_masks[0].any()
+        else:
+            assert a.meta["ref_keys"] == b.meta["ref_keys"] and a.meta["ref_keys"][0].endswith("00000.jpg")
+    assert seen_two >= 5
+
+
+def test_first_ref_is_checked_before_training():
+    with pytest.raises(TypeError, match="first_ref must be true or false"):
+        DataSource(kind="synthetic", task="vos", options={"first_ref": "yes"})
+    with pytest.raises(ValueError, match="for video sources"):
+        DataSource(kind="synthetic", task="ris", options={"first_ref": True})
+    assert DataSource(kind="synthetic", task="rvos", options={"first_ref": False}).options == {"first_ref": False}
