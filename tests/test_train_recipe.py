@@ -18,12 +18,10 @@ RECIPE = ROOT / "recipes" / "train_sam_unifusion.py"
 # small, deterministic settings: frozen text encoder without dropout, 64 px synthetic images, no
 # stand-in pre-training of the random SAM (STAND_IN turns a 2-step one on)
 FAST = [
-    "--batch_size", "2", "--synthetic_image_size", "64", "--eval_samples", "0", "--tracker", "none", "--stand_in.steps", "0",
-    "--num_workers", "0", "--warmup_steps", "2", "--deterministic", "true",
+    "--batch_size", "2", "--synthetic_image_size", "64", "--eval_samples", "0", "--tracker", "none",
+    "--stand_in.steps", "0", "--num_workers", "0", "--warmup_steps", "2", "--deterministic", "true",
     "--adapter_overrides", '{"text": {"trainable": false, "dropout": 0.0}, "fusion": {"head_dim": 8}}',
 ]
-
-
 STAND_IN = ["--stand_in.steps", "2", "--stand_in.batch_size", "2"]
 
 
