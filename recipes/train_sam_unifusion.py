@@ -155,8 +155,7 @@ def pretrain_stand_in(accelerator: Accelerator, sam: torch.nn.Module, cfg: Train
         save_sam(sam, path)
     accelerator.wait_for_everyone()
     if final is None:
-        sam.load_state_dict(load_file(str(path)))
-        sam.image_encoder.requires_grad_(False)
+        sam.load_state_dict(load_file(str(path)))  # wrap_sam freezes it
     return final
 
 
@@ -287,8 +286,9 @@ def main(argv: list[str] | None = None) -> dict:
         metrics["steps"] = global_step
         inner.recorded_metrics = {k: v for k, v in metrics.items() if isinstance(v, float)}
         inner.save_pretrained(out / "adapter")
-        if cfg.sam_checkpoint is None and not inner.lora_enabled:
-            # a randomly initialised SAM exists nowhere else: keep it next to the adapter
+        if cfg.sam_checkpoint is None and not inner.lora_enabled and not cfg.stand_in.steps:
+            # a randomly initialised SAM exists nowhere else: keep it next to the adapter (a pre-trained
+            # stand-in was written before training and has not changed since)
             save_sam(inner.sam, out / f"sam_{cfg.sam}.safetensors")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print_table(metrics)

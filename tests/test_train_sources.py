@@ -60,6 +60,8 @@ def test_video_reader_first_ref_prepends_the_first_annotated_frame(tmp_path):
 
 
 def test_first_ref_is_checked_before_training():
+    with pytest.raises(ValueError, match="vos or rvos"):
+        build_source(DataSource(kind="synthetic", task="ris", ratio=1), 64, 0).dataset.video_sample(0)
     with pytest.raises(TypeError, match="first_ref must be true or false"):
         DataSource(kind="synthetic", task="vos", options={"first_ref": "yes"})
     with pytest.raises(ValueError, match="for video sources"):

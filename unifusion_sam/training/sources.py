@@ -50,25 +50,18 @@ class SyntheticSource(Source):
 
     def sample(self, rng: np.random.Generator) -> RefSample:
         i = int(rng.integers(self.pool))
-        s = self.dataset[i]
+        video = self.task in ("vos", "rvos")
+        s = self.dataset.video_sample(i, first_ref=self.first_ref) if video else self.dataset[i]
         key = f"{self.name}:{self.dataset.split}:{i}"
-        meta = {**s.meta, "key": key, "ref_keys": [f"{key}:ref{k}" for k in range(len(s.ref_images))]}
+        ref_keys = [f"{key}:ref{k}" for k in range(len(s.ref_images))]
+        if "first_frame" in s.meta:
+            ref_keys[0] = f"{key}:first"
+        meta = {**s.meta, "key": key, "ref_keys": ref_keys}
         if self.task == "pseudo_vos":
             return RefSample("pseudo_vos", s.image, s.mask, meta=meta)
         if self.task == "rvos" and rng.random() < RVOS_LANGUAGE_ONLY:
             return RefSample("rvos", s.image, s.mask, s.text, meta={**meta, "ref_keys": []})
-        refs, masks = list(s.ref_images), list(s.ref_masks)
-        if self.first_ref and self.task in ("vos", "rvos"):
-            from ..data.synthetic.videos import sample_video
-
-            spec = sample_video(self.dataset.config, self.dataset.split, i)
-            obj, r = s.meta["object_id"], s.meta["ref_frame"]
-            first = spec.birth[obj - 1]
-            if first < r:
-                image, labels = spec.render(first)
-                refs, masks = [image, *refs], [labels == obj, *masks]
-                meta["ref_keys"] = [f"{key}:first", *meta["ref_keys"]]
-        return RefSample(s.task, s.image, s.mask, s.text, refs, masks, meta)
+        return RefSample(s.task, s.image, s.mask, s.text, list(s.ref_images), list(s.ref_masks), meta)
 
 
 class RefCOCOSource(Source):

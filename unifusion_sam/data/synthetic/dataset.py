@@ -29,7 +29,8 @@ class SyntheticDataset:
     - ``"rvos"``: one expression of video ``i`` (``text``), plus a reference frame as for VOS.
 
     ``meta`` names the record (``ref_id`` / ``episode_id`` / ``video`` with ``object_id``, ``frame``,
-    ``ref_frame``). The raw records for evaluation are ``scene(i)``, ``episode(i)``, ``video(i)``
+    ``ref_frame``). ``video_sample(i, first_ref=True)`` adds the object's first frame (``first_frame``)
+    as an extra first reference, as a tracker uses it. The raw records for evaluation are ``scene(i)``, ``episode(i)``, ``video(i)``
     (VOS and RVOS share the same videos). Generation is lazy: ``length`` can be large at no cost.
     """
 
@@ -95,9 +96,14 @@ class SyntheticDataset:
                              ref_images=list(ep.support_images), ref_masks=list(ep.support_masks),  # type: ignore[arg-type]
                              meta={"episode_id": ep.episode_id, "class_name": ep.class_name,
                                    "split": self.split, "index": i})
-        return self._video_sample(i)
+        return self.video_sample(i)
 
-    def _video_sample(self, i: int) -> RefSample:
+    def video_sample(self, i: int, first_ref: bool = False) -> RefSample:
+        """VOS / RVOS sample ``i`` (``dataset[i]``); with ``first_ref`` the object's first frame, when it
+        is earlier than the sampled reference, is prepended to the references."""
+        if self.task not in ("vos", "rvos"):
+            raise ValueError(f"video_sample needs a vos or rvos dataset, this one is {self.task!r}")
+        i = self._index(i)
         spec = sample_video(self.config, self.split, i)
         rng = item_rng(self.config.seed, self.split, self.task, i)
         n_frames, gap = spec.num_frames, self.config.max_ref_gap
@@ -127,8 +133,14 @@ class SyntheticDataset:
                 "split": self.split, "index": i}
         if exp_id is not None:
             meta["exp_id"] = exp_id
-        return RefSample(self.task, image, labels == obj, text=text, ref_images=[ref_image],  # type: ignore[list-item]
-                         ref_masks=[ref_labels == obj], meta=meta)  # type: ignore[operator]
+        ref_images, ref_masks = [ref_image], [ref_labels == obj]  # type: ignore[operator]
+        first = spec.birth[obj - 1]
+        if first_ref and first < r:
+            first_image, first_labels = spec.render(first)
+            ref_images, ref_masks = [first_image, *ref_images], [first_labels == obj, *ref_masks]
+            meta["first_frame"] = first
+        return RefSample(self.task, image, labels == obj, text=text, ref_images=ref_images,  # type: ignore[arg-type]
+                         ref_masks=ref_masks, meta=meta)
 
 
 def _min_pixels(spec: VideoSpec, object_id: int, t: int) -> int:
