@@ -37,6 +37,15 @@ class UniFusionConfig(JsonConfig):
     visual features resemble the query's (feature matching, as in memory-based VOS): a key equal to
     the query gets an attention logit of about ``match_logit`` (LayerNorm-ed features, per head).
     ``0`` keeps PyTorch's default initialisation. The block is the identity at initialisation either way.
+
+    ``mask_pos_logit`` > 0 gives the mask branch a locality prior: its queries and its reference keys
+    both carry the positional encoding ``pos`` passed to :meth:`UniFusion.forward` (mask references
+    are maps on the feature's own grid), through one projection initialised so that a reference
+    token at the query's own location gets about ``mask_pos_logit`` more attention logit, a
+    neighbour a little less and a far one about 0 (for sin/cos encodings, ``|pe|^2 = C / 2``).
+    Appearance alone cannot tell an object from a look-alike elsewhere in the frame; where it was
+    in the reference can. The projection trains, so the prior can weaken (few-shot references are
+    other images). ``0`` turns it off; the language branch never uses positions.
     """
 
     dim: int = 256
@@ -45,6 +54,7 @@ class UniFusionConfig(JsonConfig):
     backend: str = "sdpa"
     qkv_bias: bool = True
     match_logit: float = 48.0
+    mask_pos_logit: float = 0.0
 
     def __post_init__(self) -> None:
         check_positive_int("dim", self.dim)
@@ -55,6 +65,8 @@ class UniFusionConfig(JsonConfig):
             raise TypeError(f"qkv_bias must be a bool, got {self.qkv_bias!r}")
         if isinstance(self.match_logit, bool) or not isinstance(self.match_logit, (int, float)) or self.match_logit < 0:
             raise ValueError(f"match_logit must be a number >= 0, got {self.match_logit!r}")
+        if isinstance(self.mask_pos_logit, bool) or not isinstance(self.mask_pos_logit, (int, float)) or self.mask_pos_logit < 0:
+            raise ValueError(f"mask_pos_logit must be a number >= 0, got {self.mask_pos_logit!r}")
 
 
 @dataclass
@@ -110,7 +122,7 @@ class ReferenceTokens:
 
 
 class UniFusion(nn.Module):
-    """The shared fusion block. ``forward(feature, lang=None, mask=None) -> feature'``, both ``[B, C, H, W]``."""
+    """The shared fusion block. ``forward(feature, lang=None, mask=None, pos=None) -> feature'``, all ``[B, C, H, W]``."""
 
     def __init__(self, config: UniFusionConfig | None = None) -> None:
         super().__init__()
@@ -122,23 +134,31 @@ class UniFusion(nn.Module):
         self.k_proj = nn.Linear(c, inner, bias=self.config.qkv_bias)
         self.v_proj = nn.Linear(c, inner, bias=self.config.qkv_bias)
         self.out_proj = nn.Linear(inner, c)
+        self.pos_proj = None
+        if self.config.mask_pos_logit > 0:
+            self.pos_proj = nn.Linear(c, inner, bias=False)
+            self.pos_proj.weight.data.copy_(self._scaled_orthogonal(self.config.mask_pos_logit, norm_sq=0.5 * c))
         if self.config.match_logit > 0:
             self._init_matching(self.config.match_logit)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(c, 3 * c))
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
 
-    @torch.no_grad()
-    def _init_matching(self, logit: float) -> None:
-        """``W_q = W_k = s * O`` with orthonormal rows ``O`` (``[inner, C]``; orthonormal columns when
-        inner > C). For LayerNorm-ed x (``|x|^2 ~ C``), per head ``(s O_h x) . (s O_h x) / sqrt(d)`` is
-        about ``s^2 * d * min(1, C / inner) / sqrt(d)``; ``s`` is chosen to make it ``logit``."""
+    def _scaled_orthogonal(self, logit: float, norm_sq: float) -> torch.Tensor:
+        """``s * O`` ``[inner, C]`` with orthonormal rows ``O`` (orthonormal columns when inner > C). For
+        inputs x with ``|x|^2 ~ norm_sq``, per head ``(s O_h x) . (s O_h x) / sqrt(d)`` is about
+        ``s^2 * d * min(1, C / inner) * norm_sq / C / sqrt(d)``; ``s`` is chosen to make it ``logit``."""
         c, inner, d = self.config.dim, self.config.num_heads * self.config.head_dim, self.config.head_dim
         weight = torch.empty(inner, c)
         nn.init.orthogonal_(weight)
-        scale = (logit / (d**0.5 * min(1.0, c / inner))) ** 0.5
+        return weight * (logit / (d**0.5 * min(1.0, c / inner) * norm_sq / c)) ** 0.5
+
+    @torch.no_grad()
+    def _init_matching(self, logit: float) -> None:
+        """``W_q = W_k = s * O`` (see :meth:`_scaled_orthogonal`; LayerNorm-ed inputs, ``|x|^2 ~ C``)."""
+        weight = self._scaled_orthogonal(logit, norm_sq=float(self.config.dim))
         for proj in (self.q_proj, self.k_proj):
-            proj.weight.copy_(weight * scale)
+            proj.weight.copy_(weight)
             if proj.bias is not None:
                 proj.bias.zero_()
 
@@ -147,18 +167,31 @@ class UniFusion(nn.Module):
         feature: torch.Tensor,
         lang: ReferenceTokens | None = None,
         mask: ReferenceTokens | None = None,
+        pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Fuse the language and/or mask references into ``feature`` ``[B, C, H, W]``."""
+        """Fuse the language and/or mask references into ``feature`` ``[B, C, H, W]``. ``pos``
+        ``[1 or B, C, H, W]``, the positional encoding of the feature's grid, is needed by (and only
+        used for) the mask branch when ``mask_pos_logit > 0``."""
         if feature.dim() != 4 or feature.shape[1] != self.config.dim:
             raise ValueError(f"feature must be [B, {self.config.dim}, H, W], got {tuple(feature.shape)}")
         out = feature
-        for ref in (lang, mask):
-            if ref is not None:
-                out = out + self.fuse(feature, ref)
+        if lang is not None:
+            out = out + self.fuse(feature, lang)
+        if mask is not None:
+            if self.pos_proj is not None:
+                if pos is None:
+                    raise ValueError("this UniFusion has a locality prior (mask_pos_logit > 0): pass pos, "
+                                     "the positional encoding of the feature's grid")
+                b, c, h, w = feature.shape
+                if pos.dim() != 4 or pos.shape[0] not in (1, b) or pos.shape[1:] != (c, h, w):
+                    raise ValueError(f"pos must be [1 or {b}, {c}, {h}, {w}], got {tuple(pos.shape)}")
+            out = out + self.fuse(feature, mask, pos if self.pos_proj is not None else None)
         return out
 
-    def fuse(self, feature: torch.Tensor, ref: ReferenceTokens) -> torch.Tensor:
-        """One branch: the residual ``alpha * (O * (1 + gamma) + beta)`` as ``[B, C, H, W]``."""
+    def fuse(self, feature: torch.Tensor, ref: ReferenceTokens, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """One branch: the residual ``alpha * (O * (1 + gamma) + beta)`` as ``[B, C, H, W]``. With
+        ``pos`` ``[1 or B, C, H, W]``, the references are maps on the feature's grid (``L = K * H * W``
+        tokens) and ``pos_proj(pos)`` joins both the queries and every reference's keys."""
         b, c, h, w = feature.shape
         if ref.keys.shape[0] != b or ref.keys.shape[2] != c:
             raise ValueError(f"reference tokens must be [{b}, L, {c}], got {tuple(ref.keys.shape)}")
@@ -170,8 +203,16 @@ class UniFusion(nn.Module):
 
         heads, hd = self.config.num_heads, self.config.head_dim
         tokens = feature.flatten(2).transpose(1, 2)  # [B, HW, C]
-        q = self.q_proj(self.norm_q(tokens)).view(b, h * w, heads, hd).transpose(1, 2)
-        k = self.k_proj(self.norm_k(ref.keys)).view(b, -1, heads, hd).transpose(1, 2)
+        q = self.q_proj(self.norm_q(tokens))  # [B, HW, inner]
+        k = self.k_proj(self.norm_k(ref.keys))  # [B, L, inner]
+        if pos is not None:
+            if k.shape[1] % (h * w):
+                raise ValueError(f"with pos, references must be maps on the {h}x{w} grid; got {k.shape[1]} tokens")
+            where = self.pos_proj(pos.flatten(2).transpose(1, 2))  # [1 or B, HW, inner]
+            q = q + where
+            k = k + where.repeat(1, k.shape[1] // (h * w), 1)
+        q = q.view(b, h * w, heads, hd).transpose(1, 2)
+        k = k.view(b, -1, heads, hd).transpose(1, 2)
         v = self.v_proj(ref.values).view(b, -1, heads, hd).transpose(1, 2)
         attn = cross_attention(q, k, v, padding, backend=self.config.backend)  # [B, heads, HW, hd]
         o = self.out_proj(attn.transpose(1, 2).reshape(b, h * w, heads * hd))  # [B, HW, C]

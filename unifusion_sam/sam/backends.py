@@ -54,6 +54,10 @@ class SamBackend:
     def decode(self, embeddings, sparse, dense) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def dense_pe(self) -> torch.Tensor:
+        """SAM's positional encoding of the embedding grid, ``[1, 256, h, w]``."""
+        raise NotImplementedError
+
 
 class MetaSamBackend(SamBackend):
     """``segment_anything.modeling.Sam``."""
@@ -93,6 +97,9 @@ class MetaSamBackend(SamBackend):
             dense = dense.expand(batch, -1, -1, -1)
         return sparse, dense
 
+    def dense_pe(self) -> torch.Tensor:
+        return self.prompt_encoder.get_dense_pe()
+
     def decode(self, embeddings, sparse, dense):
         """Batched form of ``MaskDecoder.predict_masks`` (one prompt set per image, single-mask output)."""
         dec = self.mask_decoder
@@ -100,7 +107,7 @@ class MetaSamBackend(SamBackend):
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens[None].expand(b, -1, -1), sparse], dim=1)
         src = embeddings + dense
-        pos = self.prompt_encoder.get_dense_pe().expand(b, -1, -1, -1)
+        pos = self.dense_pe().expand(b, -1, -1, -1)
         _, c, h, w = src.shape
         hs, src = dec.transformer(src, pos, tokens)
         iou_out, mask_out = hs[:, 0, :], hs[:, 1 : 1 + dec.num_mask_tokens, :]
@@ -161,9 +168,12 @@ class HFSamBackend(SamBackend):
             dense = dense.expand(batch, -1, -1, -1)
         return sparse, dense
 
+    def dense_pe(self) -> torch.Tensor:
+        return self.model.get_image_wide_positional_embeddings()
+
     def decode(self, embeddings, sparse, dense):
         b = embeddings.shape[0]
-        pos = self.model.get_image_wide_positional_embeddings().repeat(b, 1, 1, 1)
+        pos = self.dense_pe().repeat(b, 1, 1, 1)
         masks, iou = self.mask_decoder(
             image_embeddings=embeddings,
             image_positional_embeddings=pos,

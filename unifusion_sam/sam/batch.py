@@ -28,6 +28,9 @@ class SamBatch:
       - ``ref_owner``: ``[R]`` long, the sample each reference belongs to.
     Optional prompts: ``point_coords`` ``[B, N, 2]`` / ``point_labels`` ``[B, N]`` in SAM input
     coordinates, ``boxes`` ``[B, 4]``.
+    ``tracking``: ``[B]`` bool, the sample's references are earlier frames of its own video (VOS,
+    RVOS), so where the object was is a cue (UniFusion's locality prior, ``fusion.mask_pos_logit``);
+    ``None``: no sample's are (few-shot supports are other images).
     """
 
     texts: list[str | None]
@@ -41,6 +44,7 @@ class SamBatch:
     point_coords: torch.Tensor | None = None
     point_labels: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
+    tracking: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)
 
     @property
@@ -74,6 +78,8 @@ class SamBatch:
                 raise ValueError(f"ref_owner must be [R] = [{self.num_refs}], got {tuple(self.ref_owner.shape)}")
             if int(self.ref_owner.min()) < 0 or int(self.ref_owner.max()) >= b:
                 raise ValueError(f"ref_owner values must be in [0, {b}), got {self.ref_owner.tolist()}")
+        if self.tracking is not None and (self.tracking.dtype != torch.bool or self.tracking.shape != (b,)):
+            raise ValueError(f"tracking must be a [B] = [{b}] bool tensor, got {self.tracking.dtype} {tuple(self.tracking.shape)}")
 
 
 @dataclass
@@ -123,7 +129,9 @@ class References:
 
     ``lang``: word tokens ``[B, L, C]`` (rows without a sentence fully padded), ``text_pooled``
     ``[B, C]``, ``has_text`` ``[B]``; ``mask``: reference tokens ``[B, K*h*w, C]`` (first + previous
-    frame or K shots, padded), ``mask_pooled`` ``[B, C]`` prototypes, ``has_mask`` ``[B]``.
+    frame or K shots, padded), ``mask_pooled`` ``[B, C]`` prototypes, ``has_mask`` ``[B]``;
+    ``tracking`` ``[B]`` bool: the mask references are earlier frames of the sample's video (see
+    :class:`SamBatch`), ``None`` for none.
     """
 
     lang: ReferenceTokens | None = None
@@ -132,6 +140,7 @@ class References:
     mask: ReferenceTokens | None = None
     mask_pooled: torch.Tensor | None = None
     has_mask: torch.Tensor | None = None
+    tracking: torch.Tensor | None = None
 
     def has_any(self) -> torch.Tensor | None:
         """``[B]`` bool: the sample has at least one reference (``None`` when no branch is present)."""

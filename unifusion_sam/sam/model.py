@@ -194,9 +194,22 @@ class UniFusionSam(CheckpointMixin, nn.Module):
         prototype = torch.where(area > 1e-6, weighted, values.mean(dim=(2, 3)))
         return MaskReference(ReferenceTokens.from_maps(embeddings, values), prototype)
 
-    def fuse(self, embeddings: torch.Tensor, lang: ReferenceTokens | None, mask: ReferenceTokens | None) -> torch.Tensor:
-        """UniFusion on the image embedding ``[B, 256, h, w]``."""
-        return self.fusion(embeddings, lang=lang, mask=mask)
+    def fuse(
+        self, embeddings: torch.Tensor, lang: ReferenceTokens | None, mask: ReferenceTokens | None,
+        tracking: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """UniFusion on the image embedding ``[B, 256, h, w]``. For the samples whose mask references
+        are earlier frames of their video (``tracking`` ``[B]`` bool), SAM's positional encoding of the
+        grid goes along for the locality prior (``fusion.mask_pos_logit``); the others get zeros,
+        which leave their attention exactly as without the prior."""
+        pos = None
+        if mask is not None and self.fusion.pos_proj is not None:
+            pe = self.backend.dense_pe().to(embeddings.dtype)  # [1, 256, h, w]
+            flags = torch.zeros(embeddings.shape[0], device=embeddings.device, dtype=torch.bool)
+            if tracking is not None:
+                flags = tracking.to(embeddings.device)
+            pos = pe * flags.to(pe.dtype)[:, None, None, None]
+        return self.fusion(embeddings, lang=lang, mask=mask, pos=pos)
 
     def reference_token(
         self, text_pooled: torch.Tensor | None, has_text: torch.Tensor | None,
@@ -273,7 +286,7 @@ class UniFusionSam(CheckpointMixin, nn.Module):
         boxes: torch.Tensor | None = None,
     ) -> SamOutput:
         """Fuse the references into ``embeddings`` ``[B, 256, h, w]`` and decode masks and scores."""
-        fused = self.fuse(embeddings, refs.lang, refs.mask)
+        fused = self.fuse(embeddings, refs.lang, refs.mask, refs.tracking)
         token = self.reference_token(refs.text_pooled, refs.has_text, refs.mask_pooled, refs.has_mask)
         logits, scores = self.decode(fused, token, refs.has_any(), point_coords, point_labels, boxes)
         return SamOutput(logits=logits, scores=scores)
@@ -292,4 +305,5 @@ class UniFusionSam(CheckpointMixin, nn.Module):
             encoded = self.encode_mask_reference(batch.ref_units, batch.ref_masks, ref_emb)
             masks = self.mask_references(encoded, batch.ref_owner.to(emb.device), b)
             refs.mask, refs.mask_pooled, refs.has_mask = masks.mask, masks.mask_pooled, masks.has_mask
+            refs.tracking = batch.tracking
         return self.segment(emb, refs, batch.point_coords, batch.point_labels, batch.boxes)

@@ -101,6 +101,9 @@ def prepare(sample: RefSample, transform: SamTransform, rng: np.random.Generator
     )
 
 
+TRACKING_TASKS = ("vos", "rvos")  # references are earlier frames of the query's video
+
+
 @dataclass
 class TrainBatch:
     """A collated batch: the network's :class:`SamBatch` (with pixels), targets ``[B, S, S]``,
@@ -125,6 +128,8 @@ def collate(samples: list[PreparedSample]) -> TrainBatch:
         ref_masks=torch.cat([s.ref_masks for s in samples]) if has_refs else None,
         ref_pixels=torch.cat([s.ref_pixels for s in samples]) if has_refs else None,
         ref_owner=torch.tensor(owner, dtype=torch.long) if has_refs else None,
+        # pseudo-videos are "vos" samples by now: two views of one image, tracked like frames
+        tracking=torch.tensor([s.task in TRACKING_TASKS for s in samples]),
     )
     return TrainBatch(
         batch=batch,

@@ -215,7 +215,8 @@ class VideoSession:
                 owner.append(i)
             encoded = MaskReference(ReferenceTokens(torch.stack(keys), torch.stack(values)), torch.stack(protos))
             masks = self.model.mask_references(encoded, torch.tensor(owner, device=emb.device), n)
-            refs = References(refs.lang, refs.text_pooled, refs.has_text, masks.mask, masks.mask_pooled, masks.has_mask)
+            refs = References(refs.lang, refs.text_pooled, refs.has_text, masks.mask, masks.mask_pooled, masks.has_mask,
+                              tracking=torch.ones(n, dtype=torch.bool, device=emb.device))
         out = self.model.segment(emb.expand(n, -1, -1, -1), refs)
         full = self.transform.postprocess(out.logits, prepared.input_size, prepared.original_size)  # [N, 1, h, w]
         probs, scores = {}, {}
