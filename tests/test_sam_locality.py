@@ -7,13 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from test_sam_training import make_batch, mixed_samples
 
 from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
 from unifusion_sam.sam import SamBatch
 from unifusion_sam.training import collate
 from unifusion_sam.training.samples import prepare
-
-from test_sam_training import make_batch, mixed_samples
 
 
 @pytest.mark.parametrize("family", ["meta", "hf"])

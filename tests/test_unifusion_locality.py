@@ -116,6 +116,8 @@ def test_errors_name_the_problem():
     odd = ReferenceTokens(torch.randn(1, 7, C), torch.randn(1, 7, C))
     with pytest.raises(ValueError, match="maps on the 6x6 grid; got 7 tokens"):
         block(feature, mask=odd, pos=_sincos())
+    with pytest.raises(ValueError, match="needs a UniFusion with a locality prior"):
+        _block(logit=0.0).fuse(feature, refs, _sincos())
     for bad in (-1.0, True, "8"):
         with pytest.raises(ValueError, match="mask_pos_logit"):
             UniFusionConfig(mask_pos_logit=bad)

@@ -10,6 +10,10 @@ For a visual level ``F`` ``[B, C, H, W]`` and reference tokens (keys ``Fk``, val
 Language and mask references run as two branches from the same ``F`` and are summed
 (``F' = F + fuse(F, lang) + fuse(F, mask)``); one instance serves every feature level. Because the
 conditioning layer starts at zero, the block is exactly the identity at initialisation.
+
+Optionally (``mask_pos_logit`` > 0) the mask branch attends with ``LN_q(F) W_q + P(pos)`` and
+``LN_k(Fk) W_k + P(pos_k)``: a locality prior for references that are earlier frames of the same
+video, on the same grid (``pos`` is zero for other samples, which leaves them untouched).
 """
 
 from __future__ import annotations
@@ -44,8 +48,10 @@ class UniFusionConfig(JsonConfig):
     token at the query's own location gets about ``mask_pos_logit`` more attention logit, a
     neighbour a little less and a far one about 0 (for sin/cos encodings, ``|pe|^2 = C / 2``).
     Appearance alone cannot tell an object from a look-alike elsewhere in the frame; where it was
-    in the reference can. The projection trains, so the prior can weaken (few-shot references are
-    other images). ``0`` turns it off; the language branch never uses positions.
+    in the reference can. The projection trains. Only references that are frames of the query's own
+    video should get it: pass a zero ``pos`` for the others (few-shot supports are other images),
+    which leaves their attention exactly as without the prior. ``0`` turns it off; the language
+    branch never uses positions.
     """
 
     dim: int = 256
@@ -137,7 +143,8 @@ class UniFusion(nn.Module):
         self.pos_proj = None
         if self.config.mask_pos_logit > 0:
             self.pos_proj = nn.Linear(c, inner, bias=False)
-            self.pos_proj.weight.data.copy_(self._scaled_orthogonal(self.config.mask_pos_logit, norm_sq=0.5 * c))
+            with torch.no_grad():
+                self.pos_proj.weight.copy_(self._scaled_orthogonal(self.config.mask_pos_logit, norm_sq=0.5 * c))
         if self.config.match_logit > 0:
             self._init_matching(self.config.match_logit)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(c, 3 * c))
@@ -206,6 +213,8 @@ class UniFusion(nn.Module):
         q = self.q_proj(self.norm_q(tokens))  # [B, HW, inner]
         k = self.k_proj(self.norm_k(ref.keys))  # [B, L, inner]
         if pos is not None:
+            if self.pos_proj is None:
+                raise ValueError("pos needs a UniFusion with a locality prior (mask_pos_logit > 0)")
             if k.shape[1] % (h * w):
                 raise ValueError(f"with pos, references must be maps on the {h}x{w} grid; got {k.shape[1]} tokens")
             where = self.pos_proj(pos.flatten(2).transpose(1, 2))  # [1 or B, HW, inner]

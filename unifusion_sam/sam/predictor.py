@@ -11,6 +11,10 @@ so an image's embedding is computed once and reused, keyed by its content) and t
   then rests on image context alone;
 - ``text``: one non-empty string; points: ``N x 2`` (x, y) inside the image with labels 0/1;
   ``box``: (x0, y0, x1, y1) inside the image.
+
+Reference images here are examples (few-shot supports): where the object lies in them says nothing
+about where it lies in the query. For frames of one video use ``model.track``, whose references are
+earlier frames and which therefore uses UniFusion's locality prior (``fusion.mask_pos_logit``).
 """
 
 from __future__ import annotations
