@@ -48,9 +48,12 @@ def test_only_tracking_samples_get_the_prior(tiny_sam_factory, family):
         off = prior(batch).logits
         batch.tracking = torch.tensor([False, False, True, True])  # RIS, FSS | VOS, RVOS
         on = prior(batch).logits
+        batch.tracking = torch.ones(b, dtype=torch.bool)
+        all_on = prior(batch).logits  # one projection of the grid encoding shared by every sample
     torch.testing.assert_close(off, without)  # not tracking: exactly the model without the prior
     torch.testing.assert_close(on[:2], without[:2])
     assert (on[2:] - without[2:]).abs().amax() > 1e-3
+    torch.testing.assert_close(all_on[2:], on[2:])
 
 
 def test_collate_marks_video_samples_as_tracking(tiny_models):
@@ -68,9 +71,9 @@ def test_track_passes_tracking_and_predict_does_not(tiny_models, monkeypatch):
     seen = []
     original = type(model).fuse
 
-    def spy(self, embeddings, lang, mask, tracking=None):
+    def spy(self, embeddings, lang, mask, tracking=None, pe=None):
         seen.append(None if tracking is None else tracking.tolist())
-        return original(self, embeddings, lang, mask, tracking)
+        return original(self, embeddings, lang, mask, tracking, pe)
 
     monkeypatch.setattr(type(model), "fuse", spy)
     video = SyntheticDataset("heldout", "vos", 2, SyntheticConfig(image_size=(64, 64))).video(0)
@@ -81,6 +84,21 @@ def test_track_passes_tracking_and_predict_does_not(tiny_models, monkeypatch):
     seen.clear()
     model.predict(video.frames[1], ref_images=[video.frames[0]], ref_masks=[first == ids[0]])
     assert seen == [None]  # example images, not frames of this video
+
+
+def test_grid_encoding_is_computed_once_per_forward(tiny_sam_factory, monkeypatch):
+    """Fusion and both decoder groups (with and without the reference token) share one encoding."""
+    model = tiny_sam_factory("meta", fusion={"mask_pos_logit": 16.0})
+    batch, _, _ = make_batch(model, mixed_samples(small=True))
+    batch.tracking = torch.tensor([False, False, True, True])
+    batch.point_coords, batch.point_labels = torch.full((4, 1, 2), 40.0), torch.ones(4, 1)
+    batch.texts = [None, None, None, "a thing"]  # RIS sample without any reference: a second decoder group
+    calls = []
+    original = type(model.backend).dense_pe
+    monkeypatch.setattr(type(model.backend), "dense_pe", lambda self: calls.append(1) or original(self))
+    with torch.no_grad():
+        model(batch)
+    assert len(calls) == 1
 
 
 def test_bad_tracking_flags_are_rejected():

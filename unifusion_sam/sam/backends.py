@@ -51,7 +51,8 @@ class SamBackend:
     def embed_prompts(self, coords, labels, boxes, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def decode(self, embeddings, sparse, dense) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, embeddings, sparse, dense, pe=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pe``: :meth:`dense_pe` when the caller has it already (else it is computed here)."""
         raise NotImplementedError
 
     def dense_pe(self) -> torch.Tensor:
@@ -100,14 +101,14 @@ class MetaSamBackend(SamBackend):
     def dense_pe(self) -> torch.Tensor:
         return self.prompt_encoder.get_dense_pe()
 
-    def decode(self, embeddings, sparse, dense):
+    def decode(self, embeddings, sparse, dense, pe=None):
         """Batched form of ``MaskDecoder.predict_masks`` (one prompt set per image, single-mask output)."""
         dec = self.mask_decoder
         b = embeddings.shape[0]
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens[None].expand(b, -1, -1), sparse], dim=1)
         src = embeddings + dense
-        pos = self.dense_pe().expand(b, -1, -1, -1)
+        pos = (self.dense_pe() if pe is None else pe).expand(b, -1, -1, -1)
         _, c, h, w = src.shape
         hs, src = dec.transformer(src, pos, tokens)
         iou_out, mask_out = hs[:, 0, :], hs[:, 1 : 1 + dec.num_mask_tokens, :]
@@ -171,9 +172,9 @@ class HFSamBackend(SamBackend):
     def dense_pe(self) -> torch.Tensor:
         return self.model.get_image_wide_positional_embeddings()
 
-    def decode(self, embeddings, sparse, dense):
+    def decode(self, embeddings, sparse, dense, pe=None):
         b = embeddings.shape[0]
-        pos = self.dense_pe().repeat(b, 1, 1, 1)
+        pos = (self.dense_pe() if pe is None else pe).repeat(b, 1, 1, 1)
         masks, iou = self.mask_decoder(
             image_embeddings=embeddings,
             image_positional_embeddings=pos,

@@ -196,19 +196,22 @@ class UniFusionSam(CheckpointMixin, nn.Module):
 
     def fuse(
         self, embeddings: torch.Tensor, lang: ReferenceTokens | None, mask: ReferenceTokens | None,
-        tracking: torch.Tensor | None = None,
+        tracking: torch.Tensor | None = None, pe: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """UniFusion on the image embedding ``[B, 256, h, w]``. For the samples whose mask references
         are earlier frames of their video (``tracking`` ``[B]`` bool), SAM's positional encoding of the
-        grid goes along for the locality prior (``fusion.mask_pos_logit``); the others get zeros,
-        which leave their attention exactly as without the prior."""
+        grid (``pe`` ``[1, 256, h, w]``, :meth:`SamBackend.dense_pe` when not given) goes along for the
+        locality prior (``fusion.mask_pos_logit``); the others get zeros, which leave their attention
+        exactly as without the prior."""
         pos = None
         if mask is not None and self.fusion.pos_proj is not None:
-            pe = self.backend.dense_pe().to(embeddings.dtype)  # [1, 256, h, w]
-            flags = torch.zeros(embeddings.shape[0], device=embeddings.device, dtype=torch.bool)
-            if tracking is not None:
-                flags = tracking.to(embeddings.device)
-            pos = pe * flags.to(pe.dtype)[:, None, None, None]
+            pe = (self.backend.dense_pe() if pe is None else pe).to(embeddings.dtype)
+            if tracking is None or not bool(tracking.any()):
+                pos = torch.zeros_like(pe)
+            elif bool(tracking.all()):
+                pos = pe  # [1, ...]: projected once for all samples (every object of a video frame)
+            else:
+                pos = pe * tracking.to(device=pe.device, dtype=pe.dtype)[:, None, None, None]
         return self.fusion(embeddings, lang=lang, mask=mask, pos=pos)
 
     def reference_token(
@@ -232,15 +235,18 @@ class UniFusionSam(CheckpointMixin, nn.Module):
         point_coords: torch.Tensor | None = None,
         point_labels: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
+        pe: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM's decoder on (fused) embeddings ``[B, 256, h, w]``; the reference token ``[B, 256]`` is
-        appended to the sparse prompts of the samples where ``has_ref`` ``[B]`` is True.
-        Returns logits ``[B, 1, 4h, 4w]`` and scores ``[B]``."""
+        appended to the sparse prompts of the samples where ``has_ref`` ``[B]`` is True. ``pe``: SAM's
+        grid encoding ``[1, 256, h, w]`` if the caller has it. Returns logits ``[B, 1, 4h, 4w]`` and scores ``[B]``."""
         b = embeddings.shape[0]
+        if pe is None:
+            pe = self.backend.dense_pe()
         with torch.no_grad():  # the prompt encoder is frozen and has nothing to learn from these prompts
             sparse, dense = self.backend.embed_prompts(point_coords, point_labels, boxes, b)
         if ref_token is None:
-            logits, iou = self.backend.decode(embeddings, sparse, dense)
+            logits, iou = self.backend.decode(embeddings, sparse, dense, pe)
             return logits, iou[:, 0]
         if has_ref is None:
             has_ref = torch.ones(b, dtype=torch.bool, device=embeddings.device)
@@ -253,7 +259,7 @@ class UniFusionSam(CheckpointMixin, nn.Module):
             sp = sparse[idx]
             if flag:
                 sp = torch.cat([sp, ref_token[idx, None, :].to(sp.dtype)], dim=1)
-            lg, iou = self.backend.decode(embeddings[idx], sp, dense[idx])
+            lg, iou = self.backend.decode(embeddings[idx], sp, dense[idx], pe)
             logits = logits.index_copy(0, idx, lg)
             scores = scores.index_copy(0, idx, iou[:, 0])
         return logits, scores
@@ -286,9 +292,10 @@ class UniFusionSam(CheckpointMixin, nn.Module):
         boxes: torch.Tensor | None = None,
     ) -> SamOutput:
         """Fuse the references into ``embeddings`` ``[B, 256, h, w]`` and decode masks and scores."""
-        fused = self.fuse(embeddings, refs.lang, refs.mask, refs.tracking)
+        pe = self.backend.dense_pe()  # [1, 256, h, w], once for fusion and every decoder group
+        fused = self.fuse(embeddings, refs.lang, refs.mask, refs.tracking, pe)
         token = self.reference_token(refs.text_pooled, refs.has_text, refs.mask_pooled, refs.has_mask)
-        logits, scores = self.decode(fused, token, refs.has_any(), point_coords, point_labels, boxes)
+        logits, scores = self.decode(fused, token, refs.has_any(), point_coords, point_labels, boxes, pe)
         return SamOutput(logits=logits, scores=scores)
 
     # ------------------------------------------------------------------ training forward
