@@ -1,7 +1,7 @@
-"""Where a trained adapter fails on synthetic RIS: mIoU and hit rate by what the sentence has to use.
+"""Where a trained adapter fails on synthetic RIS: mIoU (``RISMeter``) and hit rate by what the sentence has to use.
 
 Loads a finished run (``adapter/`` + ``sam_<size>.safetensors``, e.g. ``outputs/default`` after
-``make demo``), predicts ``--n`` held-out sentences (the split and seed ``evaluate_synthetic`` uses)
+``make demo``), predicts ``--n`` held-out sentences (the split the recipe evaluates on: seed ``--seed`` + 1000)
 and groups them:
 
 - by sentence kind: ``attribute`` ("the big purple object"), ``extreme`` ("the rightmost red
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
+from unifusion_sam.metrics import RISMeter
 from unifusion_sam.sam import UniFusionSam, build_sam
 
 HIT_COVERAGE = 0.3
@@ -57,26 +58,30 @@ def main() -> None:
     parser.add_argument("--sam", default="tiny", help="SAM size the run used")
     parser.add_argument("--n", type=int, default=200, help="held-out sentences")
     parser.add_argument("--image_size", type=int, default=128, help="the run's synthetic_image_size")
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed (its held-out split uses seed + 1000)")
     args = parser.parse_args()
     run = Path(args.run)
     checkpoint = run / f"sam_{args.sam}.safetensors"
     if not checkpoint.is_file() or not (run / "adapter").is_dir():
         raise SystemExit(f"{run} has no adapter/ and {checkpoint.name}: run `make demo` (or the recipe) first")
     model = UniFusionSam.from_pretrained(run / "adapter", sam=build_sam(args.sam, checkpoint=checkpoint)).eval()
-    data = SyntheticDataset("heldout", "ris", args.n, SyntheticConfig(seed=1000, image_size=args.image_size))
+    data = SyntheticDataset(
+        "heldout", "ris", args.n, SyntheticConfig(seed=args.seed + 1000, image_size=args.image_size)
+    )
 
-    rows: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    meters: dict[str, RISMeter] = defaultdict(RISMeter)
+    hits: dict[str, list[bool]] = defaultdict(list)
     misses: Counter[str] = Counter()
     with torch.no_grad():
         for i in range(args.n):
             rec = data.scene(i)
             pred = model.predict(rec.image, text=rec.sentence).mask
-            iou = float((pred & rec.mask).sum()) / max(int((pred | rec.mask).sum()), 1)
             objs = {o["id"]: o for o in rec.meta["objects"]}
             best, cover = chosen_object(pred, rec.meta["label_map"], list(objs))
             hit = best == rec.meta["target_id"] and cover >= HIT_COVERAGE
             for name in ["all", *groups_of(rec)]:
-                rows[name].append((iou, hit))
+                meters[name].update(pred, rec.mask)
+                hits[name].append(hit)
             if hit:
                 continue
             if cover < HIT_COVERAGE:
@@ -87,9 +92,8 @@ def main() -> None:
             misses["shares " + (", ".join(shared) if shared else "nothing")] += 1
 
     print(f"{'sentences':<34} {'n':>4} {'mIoU':>6} {'hit':>6}")
-    for name in sorted(rows, key=lambda k: (k != "all", k)):
-        v = np.asarray(rows[name], dtype=np.float64)
-        print(f"{name:<34} {len(v):>4} {v[:, 0].mean():>6.3f} {v[:, 1].mean():>6.2f}")
+    for name in sorted(meters, key=lambda k: (k != "all", k)):
+        print(f"{name:<34} {len(hits[name]):>4} {meters[name].compute()['mIoU']:>6.3f} {np.mean(hits[name]):>6.2f}")
     print("\nmisses: what the chosen object shares with the target")
     for name, count in misses.most_common():
         print(f"  {count:>4}  {name}")
