@@ -49,7 +49,7 @@ def train_and_score(match_logit: float, pos_logit: float, steps: int, batch_size
     model.train()
     model.text_encoder.freeze()
     source = build_source(DataSource(kind="synthetic", task="vos"), 128, 0)
-    data = MixtureDataset([source], [1.0], model.predictor.transform, length=steps * batch_size,
+    data = MixtureDataset([source], [1.0], model.transform, length=steps * batch_size,
                           batch_size=batch_size, seed=0, stage="video")
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate, num_workers=1)
     optimizer = torch.optim.AdamW(parameter_groups(model, lr=1e-3, text_lr=0.0, weight_decay=0.05), lr=1e-3)

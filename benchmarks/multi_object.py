@@ -78,7 +78,7 @@ def measure(name: str, frames_timed: int, counts=(1, 4)) -> dict:
             session.add_object(k, labels[0] == k)
         timer.wrap(session, "_aggregate", "post+aggregate")
         sessions[n] = session
-    timer.wrap(model.predictor.transform, "postprocess", "post+aggregate")  # shared by both sessions
+    timer.wrap(model.transform, "postprocess", "post+aggregate")  # shared by both sessions
 
     # previous-frame references: encode_mask_reference runs once per frame inside _predict (given masks
     # are encoded on frame 0 only, which is not timed)

@@ -177,7 +177,7 @@ def main() -> None:
                 return enc.trunk_features(image, mask)[16]
 
             ref = model.encode_mask_reference(units, masks, emb)
-            tokens = ReferenceTokens(ref.tokens.keys.reshape(1, -1, 256), ref.tokens.values.reshape(1, -1, 256))
+            tokens = ReferenceTokens(ref.levels[0].keys.reshape(1, -1, 256), ref.levels[0].values.reshape(1, -1, 256))
             words = model.encode_text([TEXT])
             lang = ReferenceTokens(words.words, words.words, words.padding_mask)
             token = model.reference_token(None, None, ref.prototype.mean(0, keepdim=True), torch.ones(1, dtype=torch.bool))

@@ -99,8 +99,8 @@ def format_summary(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.checkpoint is None) != (args.sam is None):
-        parser.error("--checkpoint and --sam go together (give both to run a model, neither to score results)")
+    if args.checkpoint is None and args.sam is not None:
+        parser.error("--sam needs --checkpoint (give a checkpoint to run a model, neither to score results)")
     try:
         check_text_option(args.benchmark, args.text)
     except ValueError as exc:

@@ -121,7 +121,7 @@ def resolve_resume(out: Path, resume: str | None) -> Path | None:
 
 def save_sam(sam: torch.nn.Module, path: Path) -> None:
     """Write the SAM's state dict as safetensors, atomically; ``build_sam(size, checkpoint=path)`` reads it."""
-    from unifusion_sam.sam.checkpoint_io import atomic_write, portable_tensors, write_safetensors
+    from unifusion_sam.checkpoint_io import atomic_write, portable_tensors, write_safetensors
 
     def write(folder: Path) -> list[str]:
         write_safetensors(portable_tensors(sam.state_dict()), folder / path.name, {"format": "pt"})
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
             inner.text_encoder.unfreeze() if train_text else inner.text_encoder.freeze()
         per_process = stage.steps * cfg.grad_accum * cfg.batch_size
         dataset = MixtureDataset(
-            sources[name], [d.ratio for d in stage.data], inner.predictor.transform,
+            sources[name], [d.ratio for d in stage.data], inner.transform,
             length=per_process * accelerator.num_processes, batch_size=cfg.batch_size,
             seed=cfg.seed, stage=name, flip_prob=cfg.flip_prob,
         )

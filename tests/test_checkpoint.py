@@ -275,7 +275,7 @@ def test_vit_b_card_names_the_hub_base_model(tmp_path):
 
 
 def test_shared_and_non_contiguous_tensors_are_saved(tmp_path):
-    from unifusion_sam.sam.checkpoint_io import portable_tensors, write_safetensors
+    from unifusion_sam.checkpoint_io import portable_tensors, write_safetensors
 
     base = torch.arange(12.0).reshape(3, 4)
     tensors = {"a": base, "b": base, "t": base.t(), "row": base[1]}

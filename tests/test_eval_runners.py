@@ -358,3 +358,21 @@ def test_unsupervised_protocol_matches_proposals_to_objects(tmp_path):
     (res_dir / "00002.png").unlink()
     with pytest.raises(DataError, match="missing result frame"):
         score_unsupervised_video("v", frames, res_dir)
+
+
+# ----------------------------------------------------------------------------------------- the full UniRef++
+def test_runners_take_a_full_uniref_model_without_sam(data, tmp_path):
+    """A saved UniRef++ folder is a --checkpoint of its own: DAVIS and RIS run through the same runners."""
+    uniref_dir = tmp_path / "uniref-small"
+    load_model("none", None, adapter="uniref-small", seed=0).save_pretrained(uniref_dir)
+    args = ["--checkpoint", str(uniref_dir), "--seed", "0", "--device", "cpu", "--no-progress", "--quiet"]
+    rc = _script("evaluate_vos").main(["--benchmark", "davis2017", "--root", str(data / "DAVIS"), "--results",
+                                       str(tmp_path / "res"), "--out", str(tmp_path / "davis.json"), *args])
+    assert rc == 0
+    summary = json.loads((tmp_path / "davis.json").read_text())
+    assert summary["scored"] is True and summary["num_objects"] == 5
+    rc = _script("evaluate_ris").main(["--benchmark", "refcoco", "--split", "train", "--root", str(data / "refer"),
+                                       "--out", str(tmp_path / "ris.json"), *args])
+    assert rc == 0 and json.loads((tmp_path / "ris.json").read_text())["num_sentences"] == 2
+    with pytest.raises(ValueError, match="full UniRef\\+\\+ model"):
+        load_model(str(uniref_dir), "tiny")

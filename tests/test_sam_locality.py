@@ -59,7 +59,7 @@ def test_only_tracking_samples_get_the_prior(tiny_sam_factory, family):
 def test_collate_marks_video_samples_as_tracking(tiny_models):
     cfg = SyntheticConfig(image_size=(64, 64))
     rng = np.random.default_rng(0)
-    tf = tiny_models["meta"].predictor.transform
+    tf = tiny_models["meta"].transform
     samples = [SyntheticDataset("train", task, 4, cfg)[0] for task in ("ris", "fss", "vos", "rvos")]
     pseudo = replace(SyntheticDataset("train", "ris", 4, cfg)[1], task="pseudo_vos")  # two views of one image
     batch = collate([prepare(s, tf, rng, flip_prob=0.0) for s in samples + [pseudo]])

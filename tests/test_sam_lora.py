@@ -141,7 +141,9 @@ def test_lora_count_in_trainable_parameters(lora_pairs, family):
 # ------------------------------------------------------------------ 7. presets
 def test_every_preset_file_loads():
     names = list_presets()
-    assert names == sorted(p.stem for p in ADAPTERS.glob("*.json"))
+    assert names == sorted(p.stem for p in ADAPTERS.glob("sam-*.json"))  # uniref-*.json: the full model's presets
+    with pytest.raises(ValueError, match="unknown adapter preset 'uniref-r50'"):
+        load_preset("uniref-r50")
     assert {"sam-tiny", "sam-tiny-lora", "sam-vit-b", "sam-vit-b-authors", "sam-vit-h", "sam-vit-h-lora"} <= set(names)
     for name in names:
         config = load_preset(name)

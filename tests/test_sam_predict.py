@@ -90,7 +90,7 @@ def test_hf_wrapping_shares_sam_tensors(tiny_models):
 
 def _hf_direct(model, img, kwargs):
     """Run transformers.SamModel itself on our preprocessed pixels, then the same postprocessing."""
-    tf = model.predictor.transform
+    tf = model.transform
     prepared = tf.image(img)
     inputs = {}
     if "point_coords" in kwargs:
@@ -137,7 +137,7 @@ def test_hf_no_reference_close_to_sam_processor_pipeline(tiny_models, prompt):
     else:
         call = dict(input_boxes=[[kwargs["box"].tolist()]])
     inputs = processor(images=img, return_tensors="pt", **call)
-    prepared = model.predictor.transform.image(img)
+    prepared = model.transform.image(img)
     assert inputs["pixel_values"].shape == prepared.pixels.shape
     pixel_gap = float((inputs["pixel_values"] - prepared.pixels).abs().max())
     model_inputs = {k: v for k, v in inputs.items() if k not in ("original_sizes", "reshaped_input_sizes")}
@@ -167,9 +167,9 @@ def test_zero_initialised_fusion_is_identity_with_references(tiny_models, family
         from unifusion_sam.fusion import ReferenceTokens
 
         lang = ReferenceTokens(feats.words[:1], feats.words[:1], feats.padding_mask[:1])
-        m = model.predictor.transform.mask(disc_mask(64, 64, 30, 35, 12))
+        m = model.transform.mask(disc_mask(64, 64, 30, 35, 12))
         ref = model.encode_mask_reference(prepared.unit, m, emb)
-        fused = model.fuse(emb, lang, ref.tokens)
+        fused = model.fuse(emb, lang, ref.levels[0])
     assert torch.equal(fused, emb)
 
 

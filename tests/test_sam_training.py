@@ -40,7 +40,7 @@ def make_batch(model, samples, cache_embeddings: bool = True):
 
     With ``cache_embeddings`` the frozen image encoder runs once here and the batch carries embeddings.
     """
-    tf = model.predictor.transform
+    tf = model.transform
     texts, pixels, units, ref_masks, ref_pixels, owner, targets, valid = [], [], [], [], [], [], [], []
     for i, s in enumerate(samples):
         texts.append(s.text)

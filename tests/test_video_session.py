@@ -1,12 +1,14 @@
 """The online video session (issue #4): bookkeeping, batching, constant state, bad input.
 
-Most tests drive :class:`VideoSession` with :class:`OracleNet`, a stub exposing the stage methods the
-session calls (``encode_image``, ``encode_text``, ``encode_mask_reference``, ``mask_references``,
-``segment``). The stub's tensors carry meaning: an embedding holds its frame index, an encoded mask
-reference holds the id of the ground-truth object its mask shows (and its frame), a sentence
-"object k" holds k. ``segment`` reads, for each row of its batch, the object from the references it
-was given (asserting that a row never mixes two objects) and returns that object's ground truth on
-the current frame, so a session that hands a row the wrong references produces wrong masks. Scores and
+Most tests drive :class:`VideoSession` with :class:`OracleNet`, a stub implementing the inference
+interface the session uses (:class:`~unifusion_sam.interface.ReferenceSegmenter`: ``prepare_image``,
+``prepare_mask``, ``encode_frame``, ``encode_text``, ``encode_masks``, ``decode_objects``,
+``postprocess``). The stub's tensors carry meaning: an encoded frame holds its frame index, an encoded
+mask reference holds the id of the ground-truth object its mask shows (and its frame), a sentence
+"object k" holds k. ``decode_objects`` reads, for each object of its batch, the object from the
+references it was given (asserting that an object never mixes two objects' references) and returns
+that object's ground truth on the current frame, so a session that hands an object the wrong
+references produces wrong masks. Scores and
 probability maps can be overridden per (object, frame). A few tests run the real tiny SAM end to end.
 """
 
@@ -24,8 +26,7 @@ import torch.nn.functional as F
 from unifusion_sam.data.synthetic import SyntheticConfig, VideoSpec, sample_video
 from unifusion_sam.encoders.text import TextFeatures
 from unifusion_sam.fusion.unifusion import ReferenceTokens
-from unifusion_sam.sam.batch import References, SamOutput, group_references, mean_by_owner
-from unifusion_sam.sam.model import MaskReference
+from unifusion_sam.interface import Decoded, MaskReference, MaskResult
 from unifusion_sam.sam.transforms import SamTransform
 from unifusion_sam.video import SIGMA_PRESETS, VideoSession, resolve_sigma
 
@@ -96,7 +97,7 @@ class OracleNet:
         self.score = score or (lambda k, t: 0.9 if (gt(t) == k).any() else 0.05)
         self.logits = logits or (lambda k, t: np.where(gt(t) == k, BIG, -BIG))
         self.transform = RecordingTransform()
-        self.predictor = SimpleNamespace(transform=self.transform, embed=self._embed)
+        self.predictor = SimpleNamespace(embed=self._embed)
         self.device = torch.device("cpu")
         self.frame = -1
         self._cache: dict = {}
@@ -104,13 +105,23 @@ class OracleNet:
         self.rows: dict[int, list[list[dict]]] = defaultdict(list)  # frame -> segment calls -> rows
         self.mask_refs: dict[int, list[tuple[int, int, float]]] = defaultdict(list)  # frame -> (frame, id, area)
 
-    # stage methods used by the session
-    def _embed(self, image, name="image"):  # the predictor's embed, without its cache
-        prepared = self.transform.image(image, self.device)
-        return image, prepared, self.encode_image(prepared.pixels)
+    # the inference interface the session uses
+    def _embed(self, image, name="image", task="ris"):  # the predictor's embed, without its cache
+        assert task == "video"
+        prepared = self.prepare_image(image, task)
+        return image, prepared, self.encode_frame(prepared)
 
-    def encode_image(self, pixels):
-        assert pixels.shape == (1, 3, S, S)
+    def prepare_image(self, rgb, task, pad_to=None):
+        return self.transform.image(rgb, self.device)
+
+    def prepare_mask(self, mask, prepared):
+        return self.transform.mask(mask, self.device)[0]
+
+    def encoder_version(self):
+        return 0.0
+
+    def encode_frame(self, prepared):
+        assert prepared.pixels.shape == (1, 3, S, S)
         self.calls["encode_image"] += 1
         self.frame += 1
         emb = torch.zeros(1, C, S // 16, S // 16)
@@ -125,45 +136,40 @@ class OracleNet:
         words[..., TEXT] = 1.0
         return TextFeatures(words, torch.zeros(1, 2, dtype=torch.bool), words.mean(1))
 
-    def encode_mask_reference(self, units, masks, embeddings):
-        assert units.shape[1:] == (3, S, S) and masks.shape[1:] == (S, S)
-        assert units.shape[0] == masks.shape[0] == embeddings.shape[0]
+    def encode_masks(self, frames, prepared, masks):
+        (embedding,) = frames  # the session encodes a frame's masks together, on that frame's encoding
+        assert masks.dim() == 3 and masks.shape[1:] == (S, S) and prepared[0].unit.shape[1:] == (3, S, S)
         self.calls["encode_mask_reference"] += 1
         tokens = torch.zeros(masks.shape[0], 1, C)
         for r in range(masks.shape[0]):
-            frame = int(embeddings[r, FRAME, 0, 0])
+            frame = int(embedding[0, FRAME, 0, 0])
             area = float(masks[r].sum())
             obj = self._identify(masks[r], frame) if area else 0
             tokens[r, 0, ID], tokens[r, 0, FRAME], tokens[r, 0, AREA] = obj, frame, area
             self.mask_refs[self.frame].append((frame, obj, area))
-        return MaskReference(ReferenceTokens(tokens, tokens.clone()), tokens[:, 0].clone())
+        return MaskReference([ReferenceTokens(tokens, tokens.clone())], tokens[:, 0].clone())
 
-    def mask_references(self, ref, owner, batch):
-        mask = group_references(ref.tokens.keys, ref.tokens.values, owner, batch)
-        pooled, has = mean_by_owner(ref.prototype, owner, batch)
-        return References(mask=mask, mask_pooled=pooled, has_mask=has)
-
-    def segment(self, embeddings, refs):
-        b = embeddings.shape[0]
+    def decode_objects(self, frame_emb, prepared, objects, *, task, tracking=False, prompts=None):
+        assert task == "video" and tracking and prompts is None
         self.calls["segment"] += 1
+        frame = int(frame_emb[0, FRAME, 0, 0])
+        assert frame == self.frame, "the query encoding must be the current frame's"
         rows, logits, scores = [], [], []
-        for i in range(b):
-            frame = int(embeddings[i, FRAME, 0, 0])
-            assert frame == self.frame, "the query embedding must be the current frame's"
-            mask_refs, text = [], None
-            if refs.mask is not None and bool(refs.has_mask[i]):
-                valid = refs.mask.valid_mask()[i]
-                mask_refs = [(int(tok[FRAME]), int(tok[ID])) for tok in refs.mask.keys[i][valid]]
-            if refs.lang is not None and bool(refs.has_text[i]):
-                text = int(refs.lang.keys[i][refs.lang.valid_mask()[i]][0, ID])
+        for i, o in enumerate(objects):
+            mask_refs = [(int(ref.levels[0].keys[0, 0, FRAME]), int(ref.levels[0].keys[0, 0, ID])) for ref in o.masks]
+            text = None if o.text is None else int(o.text.words[0][~o.text.padding_mask[0]][0, ID])
             ids = {k for _, k in mask_refs if k} | ({text} if text else set())
-            assert len(ids) == 1, f"row {i} of frame {frame} mixes references of objects {ids} ({mask_refs}, {text})"
+            assert len(ids) == 1, f"object {i} of frame {frame} mixes references of objects {ids} ({mask_refs}, {text})"
             (obj,) = ids
             rows.append({"obj": obj, "mask_refs": mask_refs, "text": text})
             logits.append(self._low_res(self.logits(obj, frame)))
             scores.append(self.score(obj, frame))
         self.rows[self.frame].append(rows)
-        return SamOutput(torch.stack(logits), torch.tensor(scores, dtype=torch.float32))
+        return Decoded(torch.stack(logits), torch.tensor(scores, dtype=torch.float32))
+
+    def postprocess(self, decoded, prepared, task):
+        full = self.transform.postprocess(decoded.logits, prepared.input_size, prepared.original_size)[:, 0]
+        return MaskResult(full.sigmoid(), full > 0, full)
 
     # helpers
     def _identify(self, mask, frame):
@@ -470,7 +476,7 @@ def test_track_counts_one_segment_per_frame_and_one_image_encode(tiny, monkeypat
 
         monkeypatch.setattr(tiny, name, wrapper)
 
-    for name in ("encode_image", "segment", "encode_mask_reference"):
+    for name in ("encode_image", "segment", "encode_mask_reference"):  # the SAM stages behind the interface
         spy(name)
     for r in tiny.track(frames, masks={1: labels[0] == 1}, new_objects={2: {2: labels[2] == 2}}):
         # one batched forward per frame (none on frame 0: only a given mask, nothing to decode) and one
@@ -506,3 +512,20 @@ def test_track_with_bad_sigma_and_empty_frames(tiny):
     assert list(tiny.track([], masks={1: np.ones((64, 64), bool)})) == []
     with pytest.raises(ValueError, match=r"\[1, 255\]"):
         next(tiny.track([np.zeros((64, 64, 3), np.uint8)], masks={256: np.ones((64, 64), bool)}))
+
+
+def test_keep_last_seen_keeps_an_invisible_objects_last_reference_and_its_frame(late_video):
+    """The full UniRef++ model's rule (the authors' loop): an object whose mask comes out empty keeps its
+    last non-empty previous reference, encoded on the frame it was seen on."""
+    frames, labels = late_video
+    net = OracleNet(lambda t: labels[t])
+    session = VideoSession(net, sigma=0.4, keep_last_seen=True)
+    assert not VideoSession(net).keep_last_seen  # the default follows the model (this stub: no attribute)
+    list(session.run(frames, new_objects={0: {1: labels[0] == 1}, 5: {2: labels[5] == 2}}))
+    for t in range(6, 12):
+        (rows,) = net.rows[t]
+        by_obj = {row["obj"]: row["mask_refs"] for row in rows}
+        assert by_obj[1] == [(0, 1), (t - 1, 1)]
+        assert by_obj[2] == [(5, 2), (min(t - 1, 8), 2)]  # gone from frame 9 on: frame 8's mask stays
+    net.keep_last_seen = True
+    assert VideoSession(net).keep_last_seen

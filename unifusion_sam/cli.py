@@ -6,11 +6,16 @@
     unifusion-sam segment photo.jpg --point 120,80 ...
     unifusion-sam track frames/ --mask first_frame.png --out-dir out/ ...   # a folder of frames
     unifusion-sam track clip.mp4 --text "the man in red" ...                 # needs unifusion-sam[video]
+    unifusion-sam segment photo.jpg --text "the dog" --checkpoint out/uniref-r50   # a full UniRef++ model
+    unifusion-sam convert-uniref UniRef++_R50.pth out/uniref-r50 [--text-encoder bert-base-uncased] [--push-to-hub ID]
 
 ``segment`` writes ``<stem>_mask.png`` (0/255) and ``<stem>_overlay.png``. ``track`` writes one palette
 PNG per frame (``masks/<frame>.png``, ids = objects), overlays (``overlays/<frame>.png``) and
 ``track.gif``. ``--mask`` is a palette PNG (its indices are the object ids) or a 0/255 mask (one object).
-``--checkpoint none`` runs an untrained adapter; ``--sam tiny`` is a small random SAM (for trying things out).
+``--checkpoint none`` runs an untrained adapter (``--adapter uniref-small``: an untrained full model); ``--sam
+tiny`` is a small random SAM (for trying things out). A full UniRef++ checkpoint needs no ``--sam``.
+``convert-uniref`` reads the authors' released checkpoint (tensors only, nothing else is unpickled),
+maps every key strictly and writes this library's ``save_pretrained`` format.
 The GIF holds thumbnails (longer side at most 320 pixels) of every frame, kept in memory until the end.
 """
 
@@ -53,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unifusion-sam", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{segment,track}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{segment,track,convert-uniref}")
     default_device = "cuda" if _cuda() else "cpu"
 
     seg = sub.add_parser("segment", help="segment one image", description="Segment one image from a sentence, "
@@ -80,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     trk.add_argument("--no-overlays", action="store_true", help="do not write per-frame overlay PNGs")
     trk.add_argument("--no-gif", action="store_true", help="do not write track.gif")
     add_model_arguments(trk, default_device=default_device)
+
+    conv = sub.add_parser("convert-uniref", help="convert the authors' UniRef++ checkpoint",
+                          description="Convert an authors' UniRef++ checkpoint (.pth, detectron2 layout) into this "
+                          "library's save_pretrained format (config.json + model.safetensors + model card).")
+    conv.add_argument("checkpoint", type=Path, help="the authors' checkpoint, e.g. UniRef++_R50.pth")
+    conv.add_argument("out_dir", type=Path, nargs="?", default=None, help="where to write the converted model")
+    conv.add_argument("--text-encoder", default="bert-base-uncased",
+                      help="id or folder of the text encoder's tokenizer and configuration (default bert-base-uncased, "
+                           "as in the released checkpoints)")
+    conv.add_argument("--push-to-hub", default=None, metavar="ID", help="also upload the converted model to this Hub repo")
     return parser
 
 
@@ -235,6 +250,21 @@ def track(args: argparse.Namespace) -> list[Path]:
     return written
 
 
+def convert(args: argparse.Namespace) -> list[Path]:
+    from .uniref.convert import convert_authors_checkpoint
+
+    if args.out_dir is None and not args.push_to_hub:
+        raise CLIError("give OUT_DIR, --push-to-hub ID, or both")
+    model = convert_authors_checkpoint(args.checkpoint, args.out_dir, text_encoder=args.text_encoder,
+                                       push_to_hub=args.push_to_hub)
+    c = model.config
+    print(f"converted {args.checkpoint}: UniRef++ {c.backbone}, {c.enc_layers}+{c.dec_layers} layers, {c.num_queries} "
+          f"queries, text encoder {c.text.model_name_or_path if c.text else 'none'}")
+    if args.push_to_hub:
+        print(f"uploaded to {args.push_to_hub}")
+    return [args.out_dir] if args.out_dir is not None else []
+
+
 # ----------------------------------------------------------------------------------------- drawing
 def _save_png(im: Image.Image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``unifusion-sam`` and ``python -m unifusion_sam``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        written = segment(args) if args.command == "segment" else track(args)
+        written = {"segment": segment, "track": track, "convert-uniref": convert}[args.command](args)
     except (CLIError, DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -65,6 +65,17 @@ class JsonConfig:
     def load(cls: type[T], path: str | os.PathLike) -> T:
         return cls.from_json(Path(path).read_text())
 
+    def coerce_sections(self, sections: dict[str, type[JsonConfig]], optional: tuple[str, ...] = ()) -> None:
+        """Turn nested-config fields given as dicts into their configs (``None`` allowed for ``optional``
+        fields); any other type is a ``TypeError`` naming the field."""
+        for name, kind in sections.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, kind.from_dict(value))
+            elif not isinstance(value, kind) and not (value is None and name in optional):
+                allowed = f"a {kind.__name__}, a dict" + (" or None" if name in optional else "")
+                raise TypeError(f"{name} must be {allowed}, got {type(value).__name__}")
+
     def replace(self: T, **changes: Any) -> T:
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
@@ -92,6 +103,32 @@ def _config_type(hint: Any) -> type[JsonConfig] | None:
 def _is_tuple_type(hint: Any) -> bool:
     candidates = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
     return any(c is tuple or typing.get_origin(c) is tuple for c in candidates)
+
+
+def preset_dirs() -> list[Path]:
+    """Folders holding the JSON presets of both families (``adapters/`` in a checkout, or the wheel's copy)."""
+    from importlib import resources
+
+    dirs = [Path(__file__).resolve().parents[1] / "adapters"]  # a source checkout / editable install
+    try:
+        dirs.append(Path(str(resources.files("unifusion_sam") / "adapters")))  # installed wheel
+    except (ModuleNotFoundError, TypeError):  # pragma: no cover
+        pass
+    return [d for d in dirs if d.is_dir()]
+
+
+def preset_names(prefix: str) -> list[str]:
+    """Names of the presets whose file name starts with ``prefix`` (``"sam-"``, ``"uniref-"``)."""
+    return sorted({p.stem for d in preset_dirs() for p in d.glob(f"{prefix}*.json")})
+
+
+def load_preset_file(name: str, prefix: str, cls: type[T], kind: str) -> T:
+    """The preset ``name`` (which must start with ``prefix``) read into ``cls``; a clear error otherwise."""
+    for d in preset_dirs():
+        path = d / f"{name}.json"
+        if path.is_file() and name.startswith(prefix):
+            return cls.from_dict(json.loads(path.read_text()))
+    raise ValueError(f"unknown {kind} preset {name!r}; available: {preset_names(prefix)}")
 
 
 # ----------------------------------------------------------------------------- validators

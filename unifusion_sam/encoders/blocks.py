@@ -8,13 +8,15 @@ from torch import nn
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block ``[B, Cin, h, w] -> [B, Cout, h, w]`` (1x1 shortcut when widths differ)."""
+    """Pre-activation residual block ``[B, Cin, h, w] -> [B, Cout, h, w]``; when the widths differ the
+    shortcut is a ``shortcut_kernel`` x ``shortcut_kernel`` convolution (1 here, 3 in the authors' code)."""
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, shortcut_kernel: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_dim, out_dim, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(out_dim, out_dim, kernel_size=3, padding=1)
-        self.shortcut = nn.Identity() if in_dim == out_dim else nn.Conv2d(in_dim, out_dim, kernel_size=1)
+        self.shortcut = nn.Identity() if in_dim == out_dim else nn.Conv2d(
+            in_dim, out_dim, kernel_size=shortcut_kernel, padding=shortcut_kernel // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.conv1(F.relu(x))
@@ -43,9 +45,9 @@ class LevelFuser(nn.Module):
     """Fuse a mask-encoder feature with the reference frame's visual feature of the same level:
     concat -> ResBlock -> x + CBAM(x) -> ResBlock, giving ``[B, C, h, w]``."""
 
-    def __init__(self, mask_dim: int, visual_dim: int, dim: int) -> None:
+    def __init__(self, mask_dim: int, visual_dim: int, dim: int, shortcut_kernel: int = 1) -> None:
         super().__init__()
-        self.block1 = ResBlock(mask_dim + visual_dim, dim)
+        self.block1 = ResBlock(mask_dim + visual_dim, dim, shortcut_kernel)
         self.attention = CBAM(dim)
         self.block2 = ResBlock(dim, dim)
 

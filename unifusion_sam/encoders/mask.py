@@ -11,6 +11,10 @@ Strides: 4 (layer1), 8 (layer2), 16 (layer3), 32 (layer4), 64 (a stride-2 conv a
 The full UniRef++ model uses ``(8, 16, 32, 64)``; UniFusion-SAM uses ``(16,)`` with the SAM embedding.
 ``input_size`` optionally resizes the reference to a smaller longest side before the trunk (much
 cheaper); ResNet features are always resized to the visual feature's size before fusion.
+
+Three switches hold the authors' layout (their ``ValueEncoderSO``): ``conv_bias`` (every trunk
+convolution has a bias), ``shortcut_kernel=3`` (3x3 projection shortcuts in the fusion blocks) and
+``stride64_norm`` (GroupNorm(32) after the stride-64 convolution).
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ class MaskEncoderConfig(JsonConfig):
     statistics make a sample's output independent of the rest of its batch. ``mask_channel`` adds the
     mask's coverage of each feature cell (the mask area-pooled to the level's grid) as one more input
     channel of the fusion blocks: ResNet features of a reduced-size reference are coarse, and this
-    keeps the values' notion of *where* the object is exact at the level's resolution."""
+    keeps the values' notion of *where* the object is exact at the level's resolution.
+
+    ``conv_bias``, ``shortcut_kernel`` and ``stride64_norm`` select the authors' layout (see the
+    module docstring); the defaults are this library's."""
 
     dim: int = 256
     visual_dim: int = 256
@@ -50,6 +57,9 @@ class MaskEncoderConfig(JsonConfig):
     pretrained_path: str | None = None
     freeze_bn: bool = True
     mask_channel: bool = True
+    conv_bias: bool = False
+    shortcut_kernel: int = 1
+    stride64_norm: bool = False
 
     def __post_init__(self) -> None:
         check_positive_int("dim", self.dim)
@@ -68,6 +78,11 @@ class MaskEncoderConfig(JsonConfig):
             raise TypeError(f"mask_channel must be a bool, got {self.mask_channel!r}")
         if not isinstance(self.freeze_bn, bool):
             raise TypeError(f"freeze_bn must be a bool, got {self.freeze_bn!r}")
+        for name in ("conv_bias", "stride64_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.shortcut_kernel not in (1, 3):
+            raise ValueError(f"shortcut_kernel must be 1 or 3, got {self.shortcut_kernel!r}")
         if self.pretrained_path is not None and not isinstance(self.pretrained_path, str):
             raise TypeError(f"pretrained_path must be a string path or None, got {self.pretrained_path!r}")
 
@@ -111,7 +126,9 @@ class MaskReferenceEncoder(nn.Module):
         super().__init__()
         self.config = config or MaskEncoderConfig()
         trunk = resnet18(weights=None)
-        self.conv1 = nn.Conv2d(4, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        if self.config.conv_bias:
+            _add_conv_biases(trunk)
+        self.conv1 = nn.Conv2d(4, 64, kernel_size=7, stride=2, padding=3, bias=self.config.conv_bias)
         self.bn1, self.relu, self.maxpool = trunk.bn1, trunk.relu, trunk.maxpool
         deepest = max(self.config.strides)
         self.layer1 = trunk.layer1
@@ -119,8 +136,10 @@ class MaskReferenceEncoder(nn.Module):
         self.layer3 = trunk.layer3 if deepest >= 16 else None
         self.layer4 = trunk.layer4 if deepest >= 32 else None
         self.extra = nn.Conv2d(512, STRIDE_CHANNELS[64], 3, stride=2, padding=1) if deepest >= 64 else None
+        self.extra_norm = nn.GroupNorm(32, STRIDE_CHANNELS[64]) if deepest >= 64 and self.config.stride64_norm else None
         self.fusers = nn.ModuleList(
-            LevelFuser(STRIDE_CHANNELS[s] + int(self.config.mask_channel), self.config.visual_dim, self.config.dim)
+            LevelFuser(STRIDE_CHANNELS[s] + int(self.config.mask_channel), self.config.visual_dim, self.config.dim,
+                       self.config.shortcut_kernel)
             for s in self.config.strides
         )
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -140,7 +159,7 @@ class MaskReferenceEncoder(nn.Module):
         """Load a torchvision ResNet-18 state dict from a local file into the trunk.
 
         The RGB filters of ``conv1`` are copied and the mask channel's filters start at zero; the
-        classifier (``fc.*``) is ignored. Keys of the stages this encoder keeps must all be present.
+        classifier (``fc.*``) is ignored; convolution biases (``conv_bias``) stay zero unless given. Keys of the stages this encoder keeps must all be present.
         """
         path = str(path)
         if not os.path.isfile(path):
@@ -156,7 +175,11 @@ class MaskReferenceEncoder(nn.Module):
         conv1 = state.get("conv1.weight")
         if conv1 is None or tuple(conv1.shape) != (64, 3, 7, 7):
             raise ValueError(f"{path} is not a ResNet-18 state dict: conv1.weight is {None if conv1 is None else tuple(conv1.shape)}")
-        own = {k: v for k, v in self.state_dict().items() if not k.startswith(("fusers.", "extra.", "conv1."))}
+        skip = ("fusers.", "extra.", "extra_norm.", "conv1.")
+        conv_biases = {f"{n}.bias" for n, m in self.named_modules() if isinstance(m, nn.Conv2d) and m.bias is not None}
+        # torchvision's ResNet-18 has no convolution biases: with conv_bias they stay zero unless given
+        own = {k: v for k, v in self.state_dict().items()
+               if not k.startswith(skip) and (k in state or k not in conv_biases)}
         missing = sorted(k for k in own if k not in state)
         if missing:
             raise ValueError(f"{path} is missing ResNet-18 keys: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
@@ -166,9 +189,10 @@ class MaskReferenceEncoder(nn.Module):
             self.conv1.weight.zero_()
             self.conv1.weight[:, :3].copy_(conv1)
 
-    def trunk_features(self, image: torch.Tensor, mask: torch.Tensor) -> dict[int, torch.Tensor]:
-        """ResNet features ``{stride: [B, C_s, H/s, W/s]}`` of the normalised image + mask."""
-        x = torch.cat([(image - self.pixel_mean) / self.pixel_std, mask], dim=1)
+    def trunk_features(self, image: torch.Tensor, mask: torch.Tensor, normalized: bool = False) -> dict[int, torch.Tensor]:
+        """ResNet features ``{stride: [B, C_s, H/s, W/s]}`` of the normalised image + mask (``image`` in
+        [0, 1], or already normalised with the ImageNet statistics when ``normalized``)."""
+        x = torch.cat([image if normalized else (image - self.pixel_mean) / self.pixel_std, mask], dim=1)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         feats: dict[int, torch.Tensor] = {}
         for stride, layer in ((4, self.layer1), (8, self.layer2), (16, self.layer3), (32, self.layer4)):
@@ -178,12 +202,16 @@ class MaskReferenceEncoder(nn.Module):
             feats[stride] = x
         if self.extra is not None:
             feats[64] = self.extra(x)
+            if self.extra_norm is not None:
+                feats[64] = self.extra_norm(feats[64])
         return feats
 
     def forward(
-        self, image: torch.Tensor, mask: torch.Tensor, visual_features: list[torch.Tensor]
+        self, image: torch.Tensor, mask: torch.Tensor, visual_features: list[torch.Tensor], normalized: bool = False
     ) -> list[torch.Tensor]:
-        """Encode ``B`` references: image ``[B, 3, H, W]`` in [0, 1], mask ``[B, H, W]`` binary."""
+        """Encode ``B`` references: image ``[B, 3, H, W]`` in [0, 1] (or, with ``normalized``, already
+        normalised by the ImageNet statistics, e.g. padded with zeros as the full model's input),
+        mask ``[B, H, W]`` binary."""
         mask = validate_reference(image, mask)
         if len(visual_features) != len(self.config.strides):
             raise ValueError(
@@ -196,7 +224,7 @@ class MaskReferenceEncoder(nn.Module):
             size = (max(1, round(image.shape[2] * scale)), max(1, round(image.shape[3] * scale)))
             image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
             mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
-        feats = self.trunk_features(image, mask)
+        feats = self.trunk_features(image, mask, normalized)
         out = []
         for stride, visual, fuser in zip(self.config.strides, visual_features, self.fusers):
             if visual.dim() != 4 or visual.shape[:2] != (image.shape[0], self.config.visual_dim):
@@ -211,3 +239,17 @@ class MaskReferenceEncoder(nn.Module):
                 f = torch.cat([f, F.adaptive_avg_pool2d(full_mask, visual.shape[2:])], dim=1)
             out.append(fuser(f, visual))
         return out
+
+
+def _add_conv_biases(module: nn.Module) -> None:
+    """Give every convolution of ``module`` a (zero-initialised) bias, in place (the authors' ResNet-18)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Conv2d) and child.bias is None:
+            conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+                             child.dilation, child.groups, bias=True)
+            with torch.no_grad():
+                conv.weight.copy_(child.weight)
+                conv.bias.zero_()
+            setattr(module, name, conv)
+        else:
+            _add_conv_biases(child)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import JsonConfig, check_positive_int, check_probability
+from ..config import JsonConfig, check_choice, check_positive_int, check_probability
 
 OFFLINE_MINILM_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
 DEFAULT_TEXT_MODEL = OFFLINE_MINILM_IDS[0]
@@ -41,13 +41,19 @@ def resolve_text_model(name_or_path: str) -> str:
 @dataclass
 class TextEncoderConfig(JsonConfig):
     """Text encoder settings: which HF model, max token length, output width C, projection dropout,
-    and whether the transformer itself trains (the projection always does)."""
+    and whether the transformer itself trains (the projection always does).
+
+    ``layer_norm_eps`` is the projection's LayerNorm epsilon (the authors' ``FeatureResizer`` uses
+    1e-12); ``padding`` pads a batch to its ``"longest"`` sentence or to ``"max_length"`` (the
+    authors'; padded tokens are masked either way)."""
 
     model_name_or_path: str = DEFAULT_TEXT_MODEL
     max_length: int = 77
     dim: int = 256
     dropout: float = 0.1
     trainable: bool = True
+    layer_norm_eps: float = 1e-5
+    padding: str = "longest"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_name_or_path, str) or not self.model_name_or_path:
@@ -57,6 +63,10 @@ class TextEncoderConfig(JsonConfig):
         check_probability("dropout", self.dropout)
         if not isinstance(self.trainable, bool):
             raise TypeError(f"trainable must be a bool, got {self.trainable!r}")
+        if isinstance(self.layer_norm_eps, bool) or not isinstance(self.layer_norm_eps, (int, float)) \
+                or not 0 < self.layer_norm_eps < 1:
+            raise ValueError(f"layer_norm_eps must be a number in (0, 1), got {self.layer_norm_eps!r}")
+        check_choice("padding", self.padding, ("longest", "max_length"))
 
 
 @dataclass
@@ -104,7 +114,8 @@ class TextReferenceEncoder(nn.Module):
         self.backbone = backbone if backbone is not None else AutoModel.from_pretrained(path)
         hidden = self.backbone.config.hidden_size
         self.proj = nn.Sequential(
-            nn.Linear(hidden, self.config.dim), nn.LayerNorm(self.config.dim), nn.Dropout(self.config.dropout)
+            nn.Linear(hidden, self.config.dim), nn.LayerNorm(self.config.dim, eps=self.config.layer_norm_eps),
+            nn.Dropout(self.config.dropout)
         )
         self._frozen = False
         if not self.config.trainable:
@@ -137,7 +148,8 @@ class TextReferenceEncoder(nn.Module):
         """Tokenise with padding and truncation to ``max_length``; tensors on the module's device."""
         sentences = validate_sentences(texts)
         batch = self.tokenizer(
-            sentences, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+            sentences, padding=True if self.config.padding == "longest" else "max_length", truncation=True,
+            max_length=self.config.max_length, return_tensors="pt"
         )
         device = self.proj[0].weight.device
         return {k: v.to(device) for k, v in batch.items()}

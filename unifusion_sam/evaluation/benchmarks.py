@@ -24,9 +24,9 @@ import numpy as np
 from ..data.io import DataError
 from ..data.readers import DAVIS2017, LVOS, MOSE, RefDAVIS17, RefYouTubeVOS, YouTubeVOS
 from ..data.writers import make_submission_zip
+from ..inference.session import resolve_sigma
 from ..metrics import davis_summary, score_davis_results
 from ..metrics.davis import SUMMARY_KEYS
-from ..video.session import resolve_sigma
 from .distributed import Gather, default_state, share
 from .rvos import REF_DAVIS_SETS, run_rvos, score_ref_davis_video
 from .vos import VideoOutcome, run_vos, score_davis_layout, score_dense_video

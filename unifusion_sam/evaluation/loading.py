@@ -1,11 +1,13 @@
-"""Building the model an evaluation runner or the CLI uses: a SAM plus an adapter checkpoint.
+"""Building the model an evaluation runner or the CLI uses, for either family.
 
-``--sam`` names a SAM size (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``) or is the path of a Meta SAM
-``.pth`` / ``.safetensors`` file (its size is read from the weights unless ``--sam-size`` says it);
-``--sam-checkpoint`` gives the weights for a size name. ``tiny`` without weights is a small random
-model for tests. ``--checkpoint`` is an adapter folder or Hugging Face Hub id loaded with
-``UniFusionSam.from_pretrained(..., sam=sam)``, or ``none`` for an untrained adapter (the preset
-matching the SAM, or ``--adapter``): a baseline, and what tests use.
+``--checkpoint`` is a folder or Hugging Face Hub id written by ``save_pretrained``: a full UniRef++
+model (``config.json``; it needs nothing else) or a UniFusion-SAM adapter (``adapter_config.json``;
+it needs ``--sam``). ``--checkpoint none`` builds an untrained model: the adapter preset ``--adapter``
+(default: the preset matching the SAM) or, for a ``uniref-*`` preset, an untrained full model; a
+baseline, and what tests use. ``--sam`` names a SAM size (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``)
+or is the path of a Meta SAM ``.pth`` / ``.safetensors`` file (its size is read from the weights
+unless ``--sam-size`` says it); ``--sam-checkpoint`` gives the weights for a size name. ``tiny``
+without weights is a small random model for tests.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_device: str 
     required unless ``required=False``)."""
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", required=required,
-                       help="adapter folder or Hugging Face Hub id (save_pretrained / push_to_hub), "
-                            "or 'none' for an untrained adapter (a baseline)")
-    group.add_argument("--sam", required=required,
-                       help="SAM size (vit_b, vit_l, vit_h, tiny) or the path of a Meta SAM .pth / .safetensors")
+                       help="a UniRef++ model or UniFusion-SAM adapter: folder or Hugging Face Hub id "
+                            "(save_pretrained / push_to_hub), or 'none' for an untrained model (a baseline)")
+    group.add_argument("--sam", default=None,
+                       help="SAM size (vit_b, vit_l, vit_h, tiny) or the path of a Meta SAM .pth / .safetensors "
+                            "(UniFusion-SAM adapters only)")
     group.add_argument("--sam-checkpoint", type=Path, default=None,
                        help="Meta SAM weights for a size name, e.g. sam_vit_b_01ec64.pth")
     group.add_argument("--sam-size", choices=sorted(SAM_SPECS), default=None,
@@ -43,7 +46,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_device: str 
     group.add_argument("--sam-image-size", type=int, default=None,
                        help="SAM input resolution (default: the size's own, 1024; tiny 256)")
     group.add_argument("--adapter", default=None,
-                       help="adapter preset for --checkpoint none (default: the preset matching the SAM)")
+                       help="preset for --checkpoint none: a UniFusion-SAM adapter preset (default: the one matching "
+                            "the SAM) or a full model preset (uniref-small, uniref-r50, uniref-swin-l)")
     group.add_argument("--device", default=default_device,
                        help="torch device (default: " + (default_device or "the accelerate process's device") + ")")
     group.add_argument("--seed", type=int, default=0,
@@ -66,7 +70,7 @@ def model_from_args(args: argparse.Namespace, device: str | torch.device | None 
 
 def load_model(
     checkpoint: str | os.PathLike,
-    sam: str | os.PathLike = "vit_b",
+    sam: str | os.PathLike | None = "vit_b",
     *,
     sam_checkpoint: str | os.PathLike | None = None,
     sam_size: str | None = None,
@@ -75,17 +79,48 @@ def load_model(
     device: str | torch.device = "cpu",
     seed: int | None = 0,
 ):
-    """A :class:`~unifusion_sam.sam.model.UniFusionSam` in eval mode on ``device`` (see the module docstring).
+    """A model of either family in eval mode on ``device`` (see the module docstring).
 
-    Raises :class:`DataError` naming the path when a weights file or an adapter folder is missing and
+    Raises :class:`DataError` naming the path when a weights file or a checkpoint folder is missing and
     ``ValueError`` for an unknown size or a bad combination of options.
     """
     if seed is not None:
         torch.manual_seed(seed)
+    if _is_uniref(checkpoint, adapter):
+        if sam is not None or sam_checkpoint is not None:
+            raise ValueError(f"--checkpoint {checkpoint} is a full UniRef++ model (its own backbone): do not give "
+                             "--sam / --sam-checkpoint")
+        if str(checkpoint).lower() == NO_CHECKPOINT:
+            from ..uniref.model import build_uniref
+
+            return build_uniref(adapter).to(torch.device(device)).eval()
+        from ..uniref.segmenter import UniRefSegmenter
+
+        return UniRefSegmenter.from_pretrained(str(checkpoint), device=str(device)).eval()
+    if sam is None:
+        raise ValueError("--sam is required for a UniFusion-SAM adapter (the SAM it was trained on)")
     sam_model = build_sam_from_option(sam, sam_checkpoint=sam_checkpoint, sam_size=sam_size,
                                       sam_image_size=sam_image_size)
     model = load_adapter(checkpoint, sam_model, adapter=adapter)
     return model.to(torch.device(device)).eval()
+
+
+def _is_uniref(checkpoint: str | os.PathLike, adapter: str | None) -> bool:
+    """Whether ``--checkpoint`` (or ``none`` with a ``uniref-*`` preset) names a full UniRef++ model."""
+    name = str(checkpoint)
+    if name.lower() == NO_CHECKPOINT:
+        return adapter is not None and adapter.startswith("uniref-")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return (path / "config.json").is_file() and not (path / "adapter_config.json").is_file()
+    if path.exists() or not _HUB_ID.match(name):
+        return False
+    from ..checkpoint_io import checkpoint_family
+
+    try:
+        return checkpoint_family(name) == "uniref"
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # reported by the adapter loader, with its own message
 
 
 def build_sam_from_option(sam: str | os.PathLike, *, sam_checkpoint=None, sam_size=None, sam_image_size=None):

@@ -68,7 +68,7 @@ def given_masks(record: VideoRecord) -> dict[int, dict[int, np.ndarray]]:
 
 
 def track_video(model, record: VideoRecord, *, sigma: float | str, max_short_side: int | None) -> Iterator:
-    """Track the record's objects; yields one :class:`~unifusion_sam.video.session.FrameResult` per frame."""
+    """Track the record's objects; yields one :class:`~unifusion_sam.inference.session.FrameResult` per frame."""
     frames = (load_video_frame(record, i) for i in range(len(record)))
     return model.track(frames, new_objects=given_masks(record), sigma=sigma, max_short_side=max_short_side)
 

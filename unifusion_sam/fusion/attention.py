@@ -51,8 +51,10 @@ def cross_attention(
     v: torch.Tensor,
     key_padding_mask: torch.Tensor | None = None,
     backend: str = "sdpa",
+    dropout: float = 0.0,
 ) -> torch.Tensor:
-    """Multi-head attention of ``q`` over ``k``/``v``; returns ``[B, heads, Lq, d]``."""
+    """Multi-head attention of ``q`` over ``k``/``v``; returns ``[B, heads, Lq, d_v]``. ``dropout`` is
+    applied to the attention probabilities (pass it only in training)."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"q, k, v must be [B, heads, L, d], got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if key_padding_mask is not None:
@@ -66,27 +68,30 @@ def cross_attention(
             key_padding_mask = None
     chosen = resolve_backend(backend, q)
     if chosen == "math":
-        return _math_attention(q, k, v, key_padding_mask)
+        return _math_attention(q, k, v, key_padding_mask, dropout)
     if chosen == "flash_attn":
-        return _flash_attention(q, k, v, key_padding_mask)
+        return _flash_attention(q, k, v, key_padding_mask, dropout)
     attn_mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
 
 
-def _math_attention(q, k, v, key_padding_mask):
+def _math_attention(q, k, v, key_padding_mask, dropout=0.0):
     scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
     if key_padding_mask is not None:
         scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-    return torch.matmul(scores.softmax(dim=-1), v)
+    probs = scores.softmax(dim=-1)
+    if dropout > 0:
+        probs = F.dropout(probs, p=dropout)
+    return torch.matmul(probs, v)
 
 
-def _flash_attention(q, k, v, key_padding_mask):  # pragma: no cover - needs CUDA + flash-attn
+def _flash_attention(q, k, v, key_padding_mask, dropout=0.0):  # pragma: no cover - needs CUDA + flash-attn
     from flash_attn import flash_attn_func, flash_attn_varlen_func
 
     b, h, lq, d = q.shape
     qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # [B, L, heads, d]
     if key_padding_mask is None:
-        return flash_attn_func(qt.contiguous(), kt.contiguous(), vt.contiguous()).transpose(1, 2)
+        return flash_attn_func(qt.contiguous(), kt.contiguous(), vt.contiguous(), dropout_p=dropout).transpose(1, 2)
     valid = ~key_padding_mask  # [B, Lk]
     lengths_k = valid.sum(dim=1, dtype=torch.int32)
     cu_k = F.pad(lengths_k.cumsum(0, dtype=torch.int32), (1, 0))
@@ -99,5 +104,6 @@ def _flash_attention(q, k, v, key_padding_mask):  # pragma: no cover - needs CUD
         cu_seqlens_k=cu_k,
         max_seqlen_q=lq,
         max_seqlen_k=int(lengths_k.max()),
+        dropout_p=dropout,
     )
     return out.reshape(b, lq, h, d).transpose(1, 2)

@@ -14,6 +14,10 @@ conditioning layer starts at zero, the block is exactly the identity at initiali
 Optionally (``mask_pos_logit`` > 0) the mask branch attends with ``LN_q(F) W_q + P(pos)`` and
 ``LN_k(Fk) W_k + P(pos_k)``: a locality prior for references that are earlier frames of the same
 video, on the same grid (``pos`` is zero for other samples, which leaves them untouched).
+
+The parameters can hold the authors' UniRef++ layout exactly: 8 heads of 256 (``head_dim``),
+LayerNorm on queries (their ``norm_v``) and keys (their ``norm_l``), and their modulation chunk order
+``shift, scale, gate`` (``modulation_order="shift_scale_gate"``).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import JsonConfig, check_choice, check_positive_int
+from ..config import JsonConfig, check_choice, check_positive_int, check_probability
 from .attention import BACKENDS, cross_attention
+
+MODULATION_ORDERS = ("scale_shift_gate", "shift_scale_gate")
 
 
 @dataclass
@@ -52,6 +58,11 @@ class UniFusionConfig(JsonConfig):
     video should get it: pass a zero ``pos`` for the others (few-shot supports are other images),
     which leaves their attention exactly as without the prior. ``0`` turns it off; the language
     branch never uses positions.
+
+    ``modulation_order`` is the order of the three chunks of the conditioning layer's output:
+    ``"scale_shift_gate"`` (gamma, beta, alpha; this library's adapters) or ``"shift_scale_gate"``
+    (the authors' UniRef++ ``adaLN_modulation``). ``attn_dropout`` is the dropout on the attention
+    probabilities in training (the authors use 0.1).
     """
 
     dim: int = 256
@@ -61,6 +72,8 @@ class UniFusionConfig(JsonConfig):
     qkv_bias: bool = True
     match_logit: float = 48.0
     mask_pos_logit: float = 0.0
+    modulation_order: str = "scale_shift_gate"
+    attn_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         check_positive_int("dim", self.dim)
@@ -73,6 +86,8 @@ class UniFusionConfig(JsonConfig):
             raise ValueError(f"match_logit must be a number >= 0, got {self.match_logit!r}")
         if isinstance(self.mask_pos_logit, bool) or not isinstance(self.mask_pos_logit, (int, float)) or self.mask_pos_logit < 0:
             raise ValueError(f"mask_pos_logit must be a number >= 0, got {self.mask_pos_logit!r}")
+        check_choice("modulation_order", self.modulation_order, MODULATION_ORDERS)
+        check_probability("attn_dropout", self.attn_dropout)
 
 
 @dataclass
@@ -83,11 +98,16 @@ class ReferenceTokens:
     - ``values``: ``[B, L, C]`` (language: the same words; mask: mask-encoder features)
     - ``padding_mask``: ``[B, L]`` bool, ``True`` = padded token, or ``None`` when all are valid.
       A sample whose tokens are all padded has no reference: its branch contributes exactly zero.
+    - ``pooled``: optional ``[B, C]`` condition of the modulation layer; ``None`` = the mean of the
+      valid keys. The full UniRef++ model gives the mean of each reference's own valid keys,
+      averaged over its references (the authors' rule, which differs from the mean over all
+      tokens when references have different sizes).
     """
 
     keys: torch.Tensor
     values: torch.Tensor
     padding_mask: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.keys.dim() != 3 or self.values.shape != self.keys.shape:
@@ -97,6 +117,10 @@ class ReferenceTokens:
         if self.padding_mask is not None and self.padding_mask.shape != self.keys.shape[:2]:
             raise ValueError(
                 f"padding_mask must be [B, L] = {tuple(self.keys.shape[:2])}, got {tuple(self.padding_mask.shape)}"
+            )
+        if self.pooled is not None and self.pooled.shape != (self.keys.shape[0], self.keys.shape[2]):
+            raise ValueError(
+                f"pooled must be [B, C] = {(self.keys.shape[0], self.keys.shape[2])}, got {tuple(self.pooled.shape)}"
             )
 
     @classmethod
@@ -110,7 +134,8 @@ class ReferenceTokens:
 
     @classmethod
     def cat(cls, refs: list[ReferenceTokens]) -> ReferenceTokens:
-        """Concatenate several references (first + previous frame, K shots) along the token axis."""
+        """Concatenate several references (first + previous frame, K shots) along the token axis.
+        Their ``pooled`` conditions, when all have one, are averaged."""
         if not refs:
             raise ValueError("cat needs at least one ReferenceTokens")
         if len(refs) == 1:
@@ -118,7 +143,11 @@ class ReferenceTokens:
         masks = None
         if any(r.padding_mask is not None for r in refs):
             masks = torch.cat([r.valid_mask().logical_not() for r in refs], dim=1)
-        return cls(torch.cat([r.keys for r in refs], 1), torch.cat([r.values for r in refs], 1), masks)
+        with_pooled = [r.pooled is not None for r in refs]
+        if any(with_pooled) and not all(with_pooled):
+            raise ValueError("cannot concatenate references where only some carry a pooled condition")
+        pooled = torch.stack([r.pooled for r in refs]).mean(0) if all(with_pooled) else None
+        return cls(torch.cat([r.keys for r in refs], 1), torch.cat([r.values for r in refs], 1), masks, pooled)
 
     def valid_mask(self) -> torch.Tensor:
         """``[B, L]`` bool, ``True`` for real tokens."""
@@ -223,12 +252,16 @@ class UniFusion(nn.Module):
         q = q.view(b, h * w, heads, hd).transpose(1, 2)
         k = k.view(b, -1, heads, hd).transpose(1, 2)
         v = self.v_proj(ref.values).view(b, -1, heads, hd).transpose(1, 2)
-        attn = cross_attention(q, k, v, padding, backend=self.config.backend)  # [B, heads, HW, hd]
+        dropout = self.config.attn_dropout if self.training else 0.0
+        attn = cross_attention(q, k, v, padding, backend=self.config.backend, dropout=dropout)  # [B, heads, HW, hd]
         o = self.out_proj(attn.transpose(1, 2).reshape(b, h * w, heads * hd))  # [B, HW, C]
 
-        weights = valid.to(ref.keys.dtype)[..., None]  # [B, L, 1]
-        pooled = (ref.keys * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # [B, C]
-        gamma, beta, alpha = self.modulation(pooled).unsqueeze(1).chunk(3, dim=-1)  # each [B, 1, C]
+        pooled = ref.pooled
+        if pooled is None:
+            weights = valid.to(ref.keys.dtype)[..., None]  # [B, L, 1]
+            pooled = (ref.keys * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # [B, C]
+        first, second, alpha = self.modulation(pooled).unsqueeze(1).chunk(3, dim=-1)  # each [B, 1, C]
+        gamma, beta = (first, second) if self.config.modulation_order == "scale_shift_gate" else (second, first)
         delta = alpha * (o * (1 + gamma) + beta)  # [B, HW, C]
         delta = delta * has_ref.to(delta.dtype)[:, None, None]
         return delta.transpose(1, 2).reshape(b, c, h, w)

@@ -16,6 +16,8 @@ from functools import partial
 import torch
 from torch import nn
 
+from ..checkpoint_io import state_mismatch
+
 
 @dataclass(frozen=True)
 class SamSpec:
@@ -121,20 +123,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def load_sam_checkpoint(sam: nn.Module, checkpoint: str | os.PathLike, name: str = "?") -> None:
     """Load a full SAM state dict strictly; a size mismatch names the parameter and both shapes."""
     state = read_state_dict(checkpoint)
-    own = sam.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        lines = [f"checkpoint {checkpoint} does not match SAM size {name!r}:"]
-        if wrong:
-            k, got, want = wrong[0]
-            lines.append(f"  {len(wrong)} shape mismatches, e.g. {k}: checkpoint {got} vs model {want}")
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {missing[:5]}")
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {unexpected[:5]}")
-        raise ValueError("\n".join(lines))
+    problems = state_mismatch(sam.state_dict(), state)
+    if problems:
+        raise ValueError("\n".join([f"checkpoint {checkpoint} does not match SAM size {name!r}:", *problems]))
     sam.load_state_dict(state)
 
 

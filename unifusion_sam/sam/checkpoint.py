@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .checkpoint_io import (
+from ..checkpoint_io import (
     CARD_NAME,
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -37,8 +37,9 @@ from .checkpoint_io import (
     resolve_checkpoint,
     write_safetensors,
 )
+from ..model_card import RecordedMetricsMixin
 from .config import UniFusionSamConfig
-from .model_card import normalize_metrics, render_model_card
+from .model_card import render_model_card
 
 _SHOW = 20  # keys listed per category in a mismatch error
 
@@ -65,25 +66,8 @@ def _listing(keys: list[str]) -> str:
     return ", ".join(keys[:_SHOW]) + more
 
 
-class CheckpointMixin:
+class CheckpointMixin(RecordedMetricsMixin):
     """Checkpoint methods mixed into :class:`~unifusion_sam.sam.model.UniFusionSam`."""
-
-    # ------------------------------------------------------------------ metrics shown in the model card
-    @property
-    def recorded_metrics(self) -> dict[str, Any]:
-        """Metrics written into the model card (and the weights' metadata) by ``save_pretrained``."""
-        metrics = self.__dict__.get("_recorded_metrics")
-        if metrics is None:
-            metrics = self.__dict__["_recorded_metrics"] = {}
-        return metrics
-
-    @recorded_metrics.setter
-    def recorded_metrics(self, value: Mapping[str, Any]) -> None:
-        self.__dict__["_recorded_metrics"] = normalize_metrics(value)
-
-    def record_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Add or update metrics (``{"refcoco/val/oIoU": 0.71}``; nested dicts join keys with ``/``)."""
-        self.recorded_metrics.update(normalize_metrics(metrics))
 
     # ------------------------------------------------------------------ adapter state
     def _adapter_sections(self) -> list[tuple[str, nn.Module, Callable[[str], bool] | None]]:

@@ -7,13 +7,10 @@ as ``adapter_config.json``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-from ..config import JsonConfig, check_choice, check_positive_int, check_probability
+from ..config import JsonConfig, check_choice, check_positive_int, check_probability, load_preset_file, preset_names
 from ..encoders.mask import MaskEncoderConfig
 from ..encoders.text import TextEncoderConfig
 from ..fusion.unifusion import UniFusionConfig
@@ -69,16 +66,8 @@ class UniFusionSamConfig(JsonConfig):
         if not isinstance(self.sam_size, str) or not self.sam_size:
             raise ValueError(f"sam_size must be a non-empty string, got {self.sam_size!r}")
         check_positive_int("image_size", self.image_size)
-        for name, kind in (("fusion", UniFusionConfig), ("mask", MaskEncoderConfig), ("lora", LoraSettings)):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, kind.from_dict(value))
-            elif not isinstance(value, kind):
-                raise TypeError(f"{name} must be a {kind.__name__} or a dict, got {type(value).__name__}")
-        if isinstance(self.text, dict):
-            self.text = TextEncoderConfig.from_dict(self.text)
-        elif self.text is not None and not isinstance(self.text, TextEncoderConfig):
-            raise TypeError(f"text must be a TextEncoderConfig, a dict or None, got {type(self.text).__name__}")
+        self.coerce_sections({"fusion": UniFusionConfig, "mask": MaskEncoderConfig, "lora": LoraSettings,
+                              "text": TextEncoderConfig}, optional=("text",))
         if self.fusion.dim != 256:
             raise ValueError(f"fusion.dim must equal SAM's embedding width 256, got {self.fusion.dim}")
         if self.mask.strides != (16,):
@@ -93,27 +82,14 @@ class UniFusionSamConfig(JsonConfig):
 
 
 # --------------------------------------------------------------------------------------- presets
-def _preset_dirs() -> list[Path]:
-    dirs = [Path(__file__).resolve().parents[2] / "adapters"]  # a source checkout / editable install
-    try:
-        dirs.append(Path(str(resources.files("unifusion_sam") / "adapters")))  # installed wheel
-    except (ModuleNotFoundError, TypeError):  # pragma: no cover
-        pass
-    return [d for d in dirs if d.is_dir()]
-
-
 def list_presets() -> list[str]:
-    """Names of the adapter presets (JSON files in ``adapters/``)."""
-    return sorted({p.stem for d in _preset_dirs() for p in d.glob("*.json")})
+    """Names of the UniFusion-SAM adapter presets (``sam-*`` JSON files in ``adapters/``)."""
+    return preset_names("sam-")
 
 
 def load_preset(name: str) -> UniFusionSamConfig:
     """Load the adapter preset ``name`` (e.g. ``"sam-vit-b"``, ``"sam-tiny"``, ``"sam-vit-h-lora"``)."""
-    for d in _preset_dirs():
-        path = d / f"{name}.json"
-        if path.is_file():
-            return UniFusionSamConfig.from_dict(json.loads(path.read_text()))
-    raise ValueError(f"unknown adapter preset {name!r}; available: {list_presets()}")
+    return load_preset_file(name, "sam-", UniFusionSamConfig, "adapter")
 
 
 def merge_overrides(config: UniFusionSamConfig, overrides: dict[str, Any]) -> UniFusionSamConfig:

@@ -1,15 +1,17 @@
 """UniFusion-SAM: a frozen SAM with reference encoders, UniFusion on its image embedding, and its mask decoder.
 
 The network is stateless and has named stages (``encode_image``, ``encode_text``,
-``encode_mask_reference``, ``fuse``, ``decode``) plus a batched training ``forward``; stateful
-inference (image caches, video state) lives in :class:`~unifusion_sam.sam.predictor.ReferencePredictor`
-and the video session. Wrapping never copies SAM's weights: the backend uses the model's own modules.
+``encode_mask_reference``, ``fuse``, ``decode``) plus a batched training ``forward``; it implements
+:class:`~unifusion_sam.interface.ReferenceSegmenter`, so stateful inference (image caches, video
+state) is the shared :class:`~unifusion_sam.inference.predictor.ReferencePredictor` and video session.
+Wrapping never copies SAM's weights: the backend uses the model's own modules.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,23 +19,32 @@ from torch import nn
 from ..encoders.mask import MaskReferenceEncoder
 from ..encoders.text import TextFeatures, TextReferenceEncoder
 from ..fusion.unifusion import ReferenceTokens, UniFusion
+from ..interface import (
+    Decoded,
+    MaskReference,
+    MaskResult,
+    ObjectQuery,
+    PreparedImage,
+    Prompts,
+    ReferenceInferenceMixin,
+)
 from .backends import make_backend
 from .batch import References, SamBatch, SamOutput, group_references, mean_by_owner, stack_text
 from .checkpoint import CheckpointMixin
 from .config import UniFusionSamConfig
+from .transforms import SamTransform
 
 
-@dataclass
-class MaskReference:
-    """Encoded mask references: ``tokens`` keys/values ``[R, h*w, C]`` and ``prototype`` ``[R, C]``
-    (mask-weighted mean of the value features, the plain mean when the mask is empty)."""
+class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
+    """UniFusion-SAM network. Build it with :func:`wrap_sam`.
 
-    tokens: ReferenceTokens
-    prototype: torch.Tensor
+    Mask references are :class:`~unifusion_sam.interface.MaskReference` with one level (keys = the
+    reference's SAM embedding, values = mask features, ``[R, h*w, C]``) and a ``prototype`` ``[R, C]``
+    (mask-weighted mean of the value features, the plain mean when the mask is empty) that becomes the
+    extra decoder token.
+    """
 
-
-class UniFusionSam(CheckpointMixin, nn.Module):
-    """UniFusion-SAM network. Build it with :func:`wrap_sam`."""
+    family = "sam"
 
     def __init__(self, sam: nn.Module, config: UniFusionSamConfig, text_encoder: TextReferenceEncoder | None = None):
         super().__init__()
@@ -51,6 +62,7 @@ class UniFusionSam(CheckpointMixin, nn.Module):
         self.text_token = nn.Linear(c, 256) if config.text is not None else None
         self.mask_token = nn.Linear(c, 256)
         self._predictor = None
+        self.transform = SamTransform(self.backend.image_size, self.backend.pixel_mean, self.backend.pixel_std)
         from .lora import apply_lora  # local import: peft is only needed when LoRA is on
 
         self.lora_enabled = config.lora.enabled
@@ -113,61 +125,6 @@ class UniFusionSam(CheckpointMixin, nn.Module):
         trainable, total = self.num_parameters()
         print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
 
-    # ------------------------------------------------------------------ inference conveniences
-    @property
-    def predictor(self):
-        """The stateful :class:`ReferencePredictor` (embedding cache, current image) of this model."""
-        if self._predictor is None:
-            from .predictor import ReferencePredictor
-
-            self._predictor = ReferencePredictor(self)
-        return self._predictor
-
-    def set_image(self, image) -> None:
-        """Encode ``image`` once for the following ``predict(None, ...)`` calls (like ``SamPredictor``)."""
-        self.predictor.set_image(image)
-
-    def predict(self, image=None, **kwargs):
-        """Segment from references and/or prompts; see :meth:`ReferencePredictor.predict`.
-
-        ``model.predict(image, text="the dog on the left")``,
-        ``model.predict(image, ref_images=[img0], ref_masks=[m0])`` (K pairs = K-shot),
-        ``model.predict(image, point_coords=[[x, y]], point_labels=[1])``.
-        Returns a :class:`Prediction` with ``.mask`` (H x W bool), ``.score`` and ``.logits``.
-        """
-        return self.predictor.predict(image, **kwargs)
-
-    def track(
-        self,
-        frames,
-        *,
-        text=None,
-        masks=None,
-        new_objects=None,
-        sigma: float | str | None = None,
-        max_short_side: int | None = None,
-    ):
-        """Track objects through ``frames`` (any iterable of ``H x W x 3`` uint8 frames), online.
-
-        ``masks``: {object id: first-frame mask} (VOS); ``text``: a sentence (RVOS, object id 1) or
-        {object id: sentence}; ``new_objects``: {frame index: {object id: mask}} for objects that
-        appear later. ``sigma`` defaults to 0.3 with text and 0.4 otherwise. Yields
-        :class:`~unifusion_sam.video.session.FrameResult` (``.masks``, ``.scores``, ``.label_map``).
-        """
-        from ..video.session import VideoSession
-
-        if text is None and not masks and not new_objects:
-            raise ValueError("track needs text, masks or new_objects to know what to follow")
-        if sigma is None:
-            sigma = 0.3 if text is not None else 0.4
-        session = VideoSession(self, sigma=sigma, max_short_side=max_short_side)
-        if text is not None:
-            for obj_id, sentence in (text.items() if isinstance(text, dict) else [(1, text)]):
-                session.add_text_object(obj_id, sentence)
-        for obj_id, mask in (masks or {}).items():
-            session.add_object(obj_id, mask)
-        yield from session.run(frames, new_objects)
-
     # ------------------------------------------------------------------ named stages
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` normalised, padded images -> ``[B, 256, h, w]`` embeddings (frozen encoder)."""
@@ -192,7 +149,7 @@ class UniFusionSam(CheckpointMixin, nn.Module):
         area = small.sum(dim=(2, 3))  # [R, 1]
         weighted = (values * small).sum(dim=(2, 3)) / area.clamp(min=1e-6)
         prototype = torch.where(area > 1e-6, weighted, values.mean(dim=(2, 3)))
-        return MaskReference(ReferenceTokens.from_maps(embeddings, values), prototype)
+        return MaskReference([ReferenceTokens.from_maps(embeddings, values)], prototype)
 
     def fuse(
         self, embeddings: torch.Tensor, lang: ReferenceTokens | None, mask: ReferenceTokens | None,
@@ -279,7 +236,7 @@ class UniFusionSam(CheckpointMixin, nn.Module):
 
     def mask_references(self, ref: MaskReference, owner: torch.Tensor, batch: int) -> References:
         """Group encoded mask references by owning sample: tokens ``[B, K*h*w, C]`` and prototypes ``[B, C]``."""
-        mask = group_references(ref.tokens.keys, ref.tokens.values, owner, batch)
+        mask = group_references(ref.levels[0].keys, ref.levels[0].values, owner, batch)
         pooled, has = mean_by_owner(ref.prototype, owner, batch)
         return References(mask=mask, mask_pooled=pooled, has_mask=has)
 
@@ -314,3 +271,57 @@ class UniFusionSam(CheckpointMixin, nn.Module):
             refs.mask, refs.mask_pooled, refs.has_mask = masks.mask, masks.mask_pooled, masks.has_mask
             refs.tracking = batch.tracking
         return self.segment(emb, refs, batch.point_coords, batch.point_labels, batch.boxes)
+
+    # ------------------------------------------------------------------ the shared inference interface
+    def prepare_image(self, rgb: np.ndarray, task: str = "ris", pad_to: tuple[int, int] | None = None) -> PreparedImage:
+        """SAM's resize-longest-side, normalise and square padding (the same for every task)."""
+        return self.transform.image(rgb, self.device)
+
+    def prepare_mask(self, mask: np.ndarray, prepared: PreparedImage) -> torch.Tensor:
+        """``H x W`` bool at the prepared image's original size -> ``[S, S]`` float 0/1."""
+        return self.transform.mask(mask, self.device)[0]
+
+    def encode_frame(self, prepared: PreparedImage) -> torch.Tensor:
+        """The frozen image encoder: ``[1, 256, h, w]``."""
+        return self.encode_image(prepared.pixels)
+
+    def encode_masks(self, frames: Sequence[torch.Tensor], prepared: Sequence[PreparedImage], masks: torch.Tensor) -> MaskReference:
+        """``R`` masks ``[R, S, S]`` on one encoded frame (broadcast) or on one frame each."""
+        r = masks.shape[0]
+        if len(frames) not in (1, r) or len(prepared) != len(frames):
+            raise ValueError(f"{r} masks for {len(frames)} frames: give one frame or one per mask")
+        units = torch.cat([p.unit for p in prepared]).expand(r, -1, -1, -1)
+        embeddings = torch.cat(list(frames)).expand(r, -1, -1, -1)
+        return self.encode_mask_reference(units, masks, embeddings)
+
+    def decode_objects(self, frame: torch.Tensor, prepared: PreparedImage, objects: Sequence[ObjectQuery], *,
+                       task: str = "ris", tracking: bool = False, prompts: Prompts | None = None) -> Decoded:
+        """All objects (or, with prompts only, one sample) on one embedding ``[1, 256, h, w]`` in one
+        batched forward: SAM low-res logits ``[N, 1, 4h, 4w]`` and predicted IoUs ``[N]``."""
+        n = max(len(objects), 1)
+        refs = stack_text([o.text.words[0][~o.text.padding_mask[0]] if o.text is not None else None for o in objects],
+                          [o.text.pooled[0] if o.text is not None else None for o in objects]) if objects else References()
+        rows = [(i, ref) for i, o in enumerate(objects) for ref in o.masks]
+        if rows:
+            encoded = MaskReference.stack([ref for _, ref in rows])
+            owner = torch.tensor([i for i, _ in rows], device=frame.device)
+            masks = self.mask_references(encoded, owner, n)
+            refs.mask, refs.mask_pooled, refs.has_mask = masks.mask, masks.mask_pooled, masks.has_mask
+            refs.tracking = torch.ones(n, dtype=torch.bool, device=frame.device) if tracking else None
+        coords = labels = boxes = None
+        if prompts is not None:
+            size = prepared.original_size
+            if prompts.points is not None:
+                coords = torch.as_tensor(self.transform.coords(prompts.points, size), dtype=torch.float,
+                                         device=self.device)[None].expand(n, -1, -1)
+                labels = torch.as_tensor(prompts.labels, dtype=torch.int, device=self.device)[None].expand(n, -1)
+            if prompts.box is not None:
+                boxes = torch.as_tensor(self.transform.boxes(prompts.box[None], size), dtype=torch.float,
+                                        device=self.device).expand(n, -1)
+        out = self.segment(frame.expand(n, -1, -1, -1), refs, coords, labels, boxes)
+        return Decoded(out.logits, out.scores)
+
+    def postprocess(self, decoded: Decoded, prepared: PreparedImage, task: str = "ris") -> MaskResult:
+        """Low-res logits -> logits, probabilities and masks (logit > 0) at the original size."""
+        full = self.transform.postprocess(decoded.logits, prepared.input_size, prepared.original_size)[:, 0]
+        return MaskResult(full.sigmoid(), full > 0.0, full)

@@ -7,13 +7,12 @@ recorded metrics as a table, and the full adapter configuration.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
+from ..model_card import card_tail, metrics_table, normalize_metrics  # noqa: F401 - re-exported
 from .build import SAM_SPECS
 from .config import UniFusionSamConfig
 
@@ -31,56 +30,6 @@ TAGS = [
 HUB_SAM_IDS = {"vit_b": "facebook/sam-vit-base", "vit_l": "facebook/sam-vit-large", "vit_h": "facebook/sam-vit-huge"}
 META_SAM_FILES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
 FAMILY_NAMES = {"meta": "Meta `segment_anything` `Sam`", "hf": "`transformers.SamModel`"}
-
-
-def normalize_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float | int | str | bool]:
-    """Flatten ``metrics`` (nested dicts join their keys with ``/``) into JSON-ready scalars.
-
-    Values may be Python/numpy numbers, 0-d tensors (anything with ``.item()``), bools or strings.
-    """
-    if not isinstance(metrics, Mapping):
-        raise TypeError(f"metrics must be a dict of name -> value, got {type(metrics).__name__}")
-    out: dict[str, float | int | str | bool] = {}
-    for name, value in metrics.items():
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"metric names must be non-empty strings, got {name!r}")
-        key = f"{prefix}{name}"
-        if isinstance(value, Mapping):
-            out.update(normalize_metrics(value, prefix=key + "/"))
-            continue
-        if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-            try:
-                value = value.item()
-            except (ValueError, RuntimeError) as exc:  # a tensor/array with more than one element
-                raise TypeError(f"metric {key!r} must be a scalar, got {type(value).__name__}") from exc
-        if isinstance(value, bool) or isinstance(value, str):
-            out[key] = value
-        elif isinstance(value, numbers.Integral):
-            out[key] = int(value)
-        elif isinstance(value, numbers.Real):
-            out[key] = float(value)
-        else:
-            raise TypeError(f"metric {key!r} must be a number, bool or string, got {type(value).__name__}: {value!r}")
-    return out
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def metrics_table(metrics: Mapping[str, Any]) -> str:
-    """A Markdown table ``| metric | value |`` (empty string when there are no metrics)."""
-    if not metrics:
-        return ""
-    rows = ["| metric | value |", "| --- | --- |"]
-    rows += [f"| {_cell(k)} | {_cell(_format_value(v))} |" for k, v in metrics.items()]
-    return "\n".join(rows)
 
 
 def _usage(config: UniFusionSamConfig, repo_id: str) -> str:
@@ -155,18 +104,7 @@ def render_model_card(
         "",
         _usage(config, repo_id),
         "",
-        "## Metrics",
-        "",
-        metrics_table(metrics) or "No metrics recorded.",
-        "",
-        "## Configuration",
-        "",
-        "`adapter_config.json`:",
-        "",
-        "```json",
-        config.to_json(),
-        "```",
-        "",
+        *card_tail(metrics, config.to_json(), "adapter_config.json"),
     ]
     header = yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
     return "---\n" + header + "---\n\n" + "\n".join(body)

@@ -1,6 +1,8 @@
-"""File side of UniFusion-SAM adapter checkpoints: atomic folder writes, safetensors I/O, finding a checkpoint.
+"""File side of checkpoints of both families: atomic folder writes, safetensors I/O, finding a checkpoint.
 
-Weights are read from safetensors only; a folder that holds only pickle files (``*.bin``/``*.pt``) is
+A UniFusion-SAM adapter is ``adapter_config.json`` + ``adapter_model.safetensors`` (peft's names); a
+full UniRef++ model is ``config.json`` + ``model.safetensors`` (transformers' names); both carry a
+``README.md`` model card. Weights are read from safetensors only; a folder that holds only pickle files (``*.bin``/``*.pt``) is
 refused without unpickling anything. A Hub repo id is resolved with ``huggingface_hub.hf_hub_download``,
 which reads the local HF cache when ``HF_HUB_OFFLINE=1``.
 """
@@ -18,6 +20,8 @@ import torch
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+MODEL_CONFIG_NAME = "config.json"
+MODEL_WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
@@ -34,6 +38,28 @@ def portable_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
         seen.add(t.untyped_storage().data_ptr())
         out[key] = t
     return out
+
+
+def _listing(items: list[str], show: int = 20) -> str:
+    more = f" ... and {len(items) - show} more" if len(items) > show else ""
+    return ", ".join(items[:show]) + more
+
+
+def state_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Lines naming every shape mismatch, missing key and unexpected key of ``state`` against a model's own
+    state dict ``own`` (empty when it fits exactly)."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    lines = []
+    if wrong:
+        lines.append(f"  shape mismatches ({len(wrong)}): {_listing(wrong)}")
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): {_listing(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+    return lines
 
 
 def _fsync(path: Path) -> None:
@@ -100,20 +126,22 @@ def read_adapter_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tenso
     return tensors, metadata
 
 
-def resolve_checkpoint(source: str | os.PathLike, revision: str | None = None, **hub_kwargs: Any) -> tuple[Path, Path, str]:
-    """Find ``(adapter_config.json, adapter_model.safetensors, description)`` in a folder or a Hub repo."""
+def resolve_checkpoint(source: str | os.PathLike, revision: str | None = None, *, config_name: str = CONFIG_NAME,
+                       weights_name: str = WEIGHTS_NAME, kind: str = "UniFusion-SAM checkpoint",
+                       **hub_kwargs: Any) -> tuple[Path, Path, str]:
+    """Find ``(config, weights, description)`` in a folder or a Hub repo (default names: a SAM adapter's)."""
     folder = Path(source).expanduser()
     if folder.is_dir():
-        config, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        config, weights = folder / config_name, folder / weights_name
         if not config.is_file():
-            raise FileNotFoundError(f"{folder} is not a UniFusion-SAM checkpoint: {CONFIG_NAME} is missing")
+            raise FileNotFoundError(f"{folder} is not a {kind}: {config_name} is missing")
         if not weights.is_file():
             pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
             if pickles:
-                raise ValueError(f"{folder} has no {WEIGHTS_NAME}, only pickle files {pickles}: UniFusion-SAM loads "
-                                 "adapter weights from safetensors only and never unpickles (convert them with "
+                raise ValueError(f"{folder} has no {weights_name}, only pickle files {pickles}: unifusion-sam loads "
+                                 "weights from safetensors only and never unpickles (convert them with "
                                  "safetensors.torch.save_file from a trusted environment)")
-            raise FileNotFoundError(f"{folder} is not a UniFusion-SAM checkpoint: {WEIGHTS_NAME} is missing")
+            raise FileNotFoundError(f"{folder} is not a {kind}: {weights_name} is missing")
         return config, weights, str(folder)
     if folder.exists():
         raise NotADirectoryError(f"{source} is a file; give the checkpoint folder or a Hub repo id")
@@ -123,13 +151,39 @@ def resolve_checkpoint(source: str | os.PathLike, revision: str | None = None, *
     repo_id = str(source)
     where = f"Hub repo {repo_id!r}" + (f" (revision {revision!r})" if revision else "")
     try:
-        config = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, **hub_kwargs)
+        config = hf_hub_download(repo_id, config_name, revision=revision, **hub_kwargs)
     except Exception as exc:  # noqa: BLE001 - not found, offline and not cached, invalid id, ...
-        raise FileNotFoundError(f"{source!r} is not a local folder, and its {CONFIG_NAME} could not be found "
+        raise FileNotFoundError(f"{source!r} is not a local folder, and its {config_name} could not be found "
                                 f"as a Hugging Face Hub repo ({type(exc).__name__}: {exc})") from exc
     try:
-        weights = hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision, **hub_kwargs)
+        weights = hf_hub_download(repo_id, weights_name, revision=revision, **hub_kwargs)
     except EntryNotFoundError as exc:  # includes LocalEntryNotFoundError (offline, not cached)
-        raise ValueError(f"{where} has no {WEIGHTS_NAME} (or it is not cached): UniFusion-SAM loads adapter "
+        raise ValueError(f"{where} has no {weights_name} (or it is not cached): unifusion-sam loads "
                          f"weights from safetensors only and never unpickles .bin/.pt files ({exc})") from exc
     return Path(config), Path(weights), where
+
+
+def checkpoint_family(source: str | os.PathLike, revision: str | None = None, **hub_kwargs: Any) -> str:
+    """``"uniref"`` for a full-model checkpoint (``config.json``), ``"sam"`` for a UniFusion-SAM adapter
+    (``adapter_config.json``), from a folder or a Hub repo; a clear error otherwise."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        if (folder / MODEL_CONFIG_NAME).is_file():
+            return "uniref"
+        if (folder / CONFIG_NAME).is_file():
+            return "sam"
+        raise FileNotFoundError(f"{folder} holds neither {MODEL_CONFIG_NAME} (a UniRef++ model) nor {CONFIG_NAME} "
+                                "(a UniFusion-SAM adapter)")
+    if folder.exists():
+        raise NotADirectoryError(f"{source} is a file; give the checkpoint folder or a Hub repo id")
+    from huggingface_hub import hf_hub_download
+
+    errors = []
+    for name, family in ((MODEL_CONFIG_NAME, "uniref"), (CONFIG_NAME, "sam")):
+        try:
+            hf_hub_download(str(source), name, revision=revision, **hub_kwargs)
+            return family
+        except Exception as exc:  # noqa: BLE001 - try the other family's file
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+    raise FileNotFoundError(f"{source!r} is not a local folder, and neither {MODEL_CONFIG_NAME} nor {CONFIG_NAME} "
+                            f"could be found as a Hugging Face Hub repo ({'; '.join(errors)})")

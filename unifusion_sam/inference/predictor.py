@@ -1,8 +1,9 @@
-"""Numpy-in, numpy-out prediction with references, like ``segment_anything.SamPredictor``.
+"""Numpy-in, numpy-out prediction with references, like ``segment_anything.SamPredictor``, for both families.
 
-The predictor owns the state the network does not: an embedding cache (the image encoder is frozen,
-so an image's embedding is computed once and reused, keyed by its content) and the current image
-(``set_image``). Input rules:
+The predictor owns the state the network does not: a cache of encoded frames (the image encoder is
+frozen at inference, so an image is encoded once and reused, keyed by its content, the task's
+preprocessing and the encoder version) and the current image (``set_image``). It talks to the model
+only through :class:`~unifusion_sam.interface.ReferenceSegmenter`. Input rules:
 
 - images: ``H x W x 3`` uint8 RGB or PIL; grayscale is converted to RGB, RGBA drops alpha;
 - reference masks: ``H x W`` matching their image, bool / 0-1 / 0-255;
@@ -10,11 +11,10 @@ so an image's embedding is computed once and reused, keyed by its content) and t
   video); if *every* reference mask is empty a :class:`UserWarning` is emitted, since the result
   then rests on image context alone;
 - ``text``: one non-empty string; points: ``N x 2`` (x, y) inside the image with labels 0/1;
-  ``box``: (x0, y0, x1, y1) inside the image.
+  ``box``: (x0, y0, x1, y1) inside the image (prompts: SAM family only).
 
 Reference images here are examples (few-shot supports): where the object lies in them says nothing
-about where it lies in the query. For frames of one video use ``model.track``, whose references are
-earlier frames and which therefore uses UniFusion's locality prior (``fusion.mask_pos_logit``).
+about where it lies in the query. For frames of one video use ``model.track``.
 """
 
 from __future__ import annotations
@@ -23,35 +23,39 @@ import hashlib
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..encoders.text import validate_sentences
-from .batch import SamBatch
-from .transforms import PreparedImage, SamTransform, to_bool_mask, to_rgb_array
+from ..interface import MaskReference, ObjectQuery, Prompts
+from .inputs import to_bool_mask, to_rgb_array
 
 
 @dataclass
 class Prediction:
-    """``mask``: ``H x W`` bool at the input image size; ``score``: the predicted IoU (object score);
-    ``logits``: ``H x W`` float32 mask logits at the input size; ``low_res_logits``: ``s x s`` SAM logits."""
+    """``mask``: ``H x W`` bool at the input image size; ``score``: the object score (SAM: predicted IoU;
+    UniRef++: the chosen query's class probability); ``logits``: ``H x W`` float32 mask logits at the
+    input size; ``low_res_logits``: the network's own-resolution logits; ``box``: (x0, y0, x1, y1)
+    pixels where the model predicts boxes (UniRef++), else ``None``."""
 
     mask: np.ndarray
     score: float
-    logits: np.ndarray
+    logits: np.ndarray | None
     low_res_logits: np.ndarray
+    box: np.ndarray | None = None
 
 
 class EmbeddingCache:
-    """LRU cache of frozen-encoder outputs keyed by image content (``[1, 256, h, w]`` tensors)."""
+    """LRU cache of encoded frames keyed by image content (and preprocessing)."""
 
     def __init__(self, capacity: int = 16) -> None:
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
         self.capacity = capacity
-        self._items: OrderedDict[str, tuple[PreparedImage, torch.Tensor]] = OrderedDict()
+        self._items: OrderedDict[str, object] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -85,32 +89,49 @@ class EmbeddingCache:
         return len(self._items)
 
 
-class ReferencePredictor:
-    """Stateful predictor over a :class:`~unifusion_sam.sam.model.UniFusionSam` network."""
+@contextmanager
+def inference_mode(model):
+    """``no_grad`` with every submodule in eval mode (no dropout, BatchNorm running statistics, none
+    updated); each module's own mode is restored after."""
+    modules = list(model.modules()) if isinstance(model, torch.nn.Module) else []
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.training = False
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.training = mode
 
-    def __init__(self, model, cache_size: int = 16) -> None:
+
+class ReferencePredictor:
+    """Stateful predictor over a :class:`~unifusion_sam.interface.ReferenceSegmenter` network."""
+
+    def __init__(self, model, cache_size: int | None = None) -> None:
         self.model = model
-        self.transform = SamTransform(model.image_size, model.backend.pixel_mean, model.backend.pixel_std)
-        self.cache = EmbeddingCache(cache_size)
-        self._current: tuple[np.ndarray, PreparedImage, torch.Tensor] | None = None
+        self.cache = EmbeddingCache(cache_size if cache_size is not None else getattr(model, "frame_cache_size", 16))
+        self._current: np.ndarray | None = None
 
     # ------------------------------------------------------------------ images
-    def embed(self, image, name: str = "image") -> tuple[np.ndarray, PreparedImage, torch.Tensor]:
-        """Validate, preprocess and encode an image, reusing the cache. Returns (rgb, prepared, [1,256,h,w])."""
+    def embed(self, image, name: str = "image", task: str = "ris", pad_to: tuple[int, int] | None = None):
+        """Validate, preprocess and encode an image for ``task``, reusing the cache.
+        Returns ``(rgb, prepared, frame)``."""
         rgb = to_rgb_array(image, name)
-        key = f"{EmbeddingCache.key(rgb)}:{self.model.encoder_version()!r}"
+        key = f"{EmbeddingCache.key(rgb)}:{task}:{pad_to}:{self.model.encoder_version()!r}"
         hit = self.cache.get(key)
         if hit is not None:
             return rgb, hit[0], hit[1]
-        prepared = self.transform.image(rgb, self.model.device)
-        with torch.no_grad():
-            emb = self.model.encode_image(prepared.pixels)
-        self.cache.put(key, (prepared, emb))
-        return rgb, prepared, emb
+        prepared = self.model.prepare_image(rgb, task, pad_to)
+        with inference_mode(self.model):
+            frame = self.model.encode_frame(prepared)
+        self.cache.put(key, (prepared, frame))
+        return rgb, prepared, frame
 
     def set_image(self, image) -> None:
-        """Compute (or fetch) the embedding of ``image`` for the next ``predict`` calls without an image."""
-        self._current = self.embed(image)
+        """Validate ``image`` and keep it for the next ``predict`` calls without an image (its encoding is
+        cached on first use)."""
+        self._current = to_rgb_array(image)
 
     def reset_image(self) -> None:
         self._current = None
@@ -131,44 +152,34 @@ class ReferencePredictor:
         if image is None:
             if self._current is None:
                 raise ValueError("no image: pass one or call set_image(image) first")
-            rgb, prepared, emb = self._current
-        else:
-            rgb, prepared, emb = self.embed(image)
-        size = rgb.shape[:2]
-        texts = [None]
+            image = self._current
+        rgb = to_rgb_array(image)
         if text is not None:
             if not isinstance(text, str):
                 raise TypeError(f"text must be a string, got {type(text).__name__}: {text!r}")
-            texts = validate_sentences(text)
-        refs = self._references(ref_images, ref_masks)
-        coords, labels, boxes = self._prompts(point_coords, point_labels, box, size)
-        if texts[0] is None and not refs and coords is None and boxes is None:
+            validate_sentences(text)
+        pairs = self._reference_pairs(ref_images, ref_masks)
+        prompts = self._prompts(point_coords, point_labels, box, rgb.shape[:2])
+        if text is None and not pairs and prompts is None:
             raise ValueError("nothing to segment: give text, ref_images + ref_masks, point_coords or box")
-
-        batch = SamBatch(texts=texts, embeddings=emb, point_coords=coords, point_labels=labels, boxes=boxes)
-        if refs:
-            batch.ref_units = torch.cat([r[0].unit for r in refs])
-            batch.ref_embeddings = torch.cat([r[1] for r in refs])
-            batch.ref_masks = torch.cat([r[2] for r in refs])
-            batch.ref_owner = torch.zeros(len(refs), dtype=torch.long, device=emb.device)
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()  # inference: no dropout, BatchNorm running statistics (and none updated)
-        try:
-            with torch.no_grad():
-                out = self.model(batch)
-                full = self.transform.postprocess(out.logits, prepared.input_size, prepared.original_size)
-        finally:
-            for m, mode in modes:  # give every submodule its own mode back
-                m.training = mode
-        logits = full[0, 0].float().cpu().numpy()
+        task = "fss" if pairs and text is None else "ris"
+        _, prepared, frame = self.embed(rgb, task=task)
+        with inference_mode(self.model):
+            masks = self._encode_references(pairs, task) if pairs else None
+            feats = self.model.encode_text([text]) if text is not None else None
+            objects = [ObjectQuery(text=feats, masks=[masks[k] for k in range(len(masks))] if masks else [])] \
+                if (feats is not None or masks is not None) else []
+            decoded = self.model.decode_objects(frame, prepared, objects, task=task, tracking=False, prompts=prompts)
+            result = self.model.postprocess(decoded, prepared, task)
         return Prediction(
-            mask=logits > 0.0,
-            score=float(out.scores[0]),
-            logits=logits,
-            low_res_logits=out.logits[0, 0].float().cpu().numpy(),
+            mask=result.masks[0].cpu().numpy(),
+            score=float(decoded.scores[0]),
+            logits=None if result.logits is None else result.logits[0].float().cpu().numpy(),
+            low_res_logits=decoded.logits[0, 0].float().cpu().numpy(),
+            box=None if result.boxes is None else result.boxes[0].float().cpu().numpy(),
         )
 
-    def _references(self, ref_images, ref_masks) -> list[tuple[PreparedImage, torch.Tensor, torch.Tensor]]:
+    def _reference_pairs(self, ref_images, ref_masks) -> list[tuple[np.ndarray, np.ndarray]]:
         if ref_images is None and ref_masks is None:
             return []
         if ref_images is None or ref_masks is None:
@@ -182,20 +193,32 @@ class ReferencePredictor:
             raise ValueError(f"got {len(ref_images)} ref_images but {len(ref_masks)} ref_masks; they must pair up")
         if not ref_images:
             raise ValueError("ref_images is empty; give at least one reference or none at all")
-        out = []
+        pairs = []
         for k, (img, m) in enumerate(zip(ref_images, ref_masks)):
-            rgb, prepared, emb = self.embed(img, name=f"ref_images[{k}]")
-            mask = to_bool_mask(m, rgb.shape[:2], name=f"ref_masks[{k}]")
-            out.append((prepared, emb, self.transform.mask(mask, self.model.device)))
-        if all(not bool(r[2].any()) for r in out):
+            rgb = to_rgb_array(img, name=f"ref_images[{k}]")
+            pairs.append((rgb, to_bool_mask(m, rgb.shape[:2], name=f"ref_masks[{k}]")))
+        if all(not m.any() for _, m in pairs):
             warnings.warn("all reference masks are empty: the prediction rests on image context alone", stacklevel=3)
-        return out
+        return pairs
 
-    def _prompts(self, point_coords, point_labels, box, size: tuple[int, int]):
+    def _encode_references(self, pairs, task: str) -> MaskReference:
+        """K (image, mask) supports, batched at one padded size (as the authors batch their shots)."""
+        sizes = [self.model.prepare_image(rgb, task).padded_size for rgb, _ in pairs] if len(pairs) > 1 else []
+        pad_to = (max(s[0] for s in sizes), max(s[1] for s in sizes)) if sizes and len(set(sizes)) > 1 else None
+        frames, prepared, masks = [], [], []
+        for k, (rgb, mask) in enumerate(pairs):
+            _, prep, frame = self.embed(rgb, name=f"ref_images[{k}]", task=task, pad_to=pad_to)
+            frames.append(frame)
+            prepared.append(prep)
+            masks.append(self.model.prepare_mask(mask, prep))
+        return self.model.encode_masks(frames, prepared, torch.stack(masks))
+
+    @staticmethod
+    def _prompts(point_coords, point_labels, box, size: tuple[int, int]) -> Prompts | None:
         h, w = size
-        coords = labels = boxes = None
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")
+        pts = lab = bx = None
         if point_coords is not None:
             pts = np.asarray(point_coords, dtype=np.float64)
             lab = np.asarray(point_labels)
@@ -210,14 +233,12 @@ class ReferencePredictor:
             outside = (pts[:, 0] < 0) | (pts[:, 0] >= w) | (pts[:, 1] < 0) | (pts[:, 1] >= h)
             if outside.any():
                 raise ValueError(f"point {pts[outside][0].tolist()} lies outside the {w} x {h} (W x H) image")
-            t = self.transform.coords(pts, size)
-            coords = torch.as_tensor(t, dtype=torch.float, device=self.model.device)[None]
-            labels = torch.as_tensor(lab, dtype=torch.int, device=self.model.device)[None]
         if box is not None:
             bx = np.asarray(box, dtype=np.float64).reshape(-1)
             if bx.shape != (4,):
                 raise ValueError(f"box must be (x0, y0, x1, y1), got {np.asarray(box).shape}")
             if not (0 <= bx[0] < bx[2] <= w and 0 <= bx[1] < bx[3] <= h):
                 raise ValueError(f"box {bx.tolist()} must satisfy 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}")
-            boxes = torch.as_tensor(self.transform.boxes(bx[None], size), dtype=torch.float, device=self.model.device)
-        return coords, labels, boxes
+        if pts is None and bx is None:
+            return None
+        return Prompts(pts, lab, bx)

@@ -1,23 +1,25 @@
-"""Online video inference (VOS and RVOS): a stateful session over the stateless network.
+"""Online video inference (VOS and RVOS) for both families: a stateful session over a stateless network.
 
 Feed frames one at a time (``session.step(frame)``, or ``for r in session.run(frames)`` over any
 iterable, so a live stream works). Per object the session keeps a fixed-size state: the encoded
 *first* reference (its mask on the frame where it was given, or for RVOS the first frame whose
 language-only score passes ``sigma``), and the *previous* frame's predicted mask. The previous frame's
-embedding and image are shared by all objects. Nothing grows with the number of frames seen.
+encoding is shared by all objects. Nothing grows with the number of frames seen.
 
 Per frame: the frame is encoded once; all objects are decoded in one batched forward (each with its
 own references); a mask is kept only if its score exceeds ``sigma``; masks are merged by soft
 aggregation (background = prod(1 - p_i), argmax) into a label map with stable ids. On the frame where
 an object's mask is given, the given mask is the output (painted over the predictions; where two
-given masks overlap, the smaller id wins). The network runs in inference mode (``eval``: no dropout,
-BatchNorm running statistics, none updated) and the caller's train/eval modes are restored after.
+given masks overlap, the smaller id wins). With ``keep_last_seen`` (the full UniRef++ model's default,
+as the authors' loop does) an object whose mask comes out empty keeps its last non-empty previous
+reference; otherwise the empty mask becomes the previous reference. The network runs in inference
+mode and the caller's train / eval modes are restored after. The session talks to the network only
+through :class:`~unifusion_sam.interface.ReferenceSegmenter`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..fusion.unifusion import ReferenceTokens
-from ..sam.batch import References, stack_text
-from ..sam.model import MaskReference
-from ..sam.transforms import PreparedImage, to_bool_mask, to_rgb_array
+from ..encoders.text import TextFeatures
+from ..interface import MaskReference, ObjectQuery, PreparedImage
+from .inputs import to_bool_mask, to_rgb_array
+from .predictor import inference_mode
 
 SIGMA_PRESETS = {"youtube_vos": 0.4, "mose": 0.4, "davis": 0.3, "rvos": 0.3, "lvos": 0.5}
 
@@ -47,7 +49,7 @@ def resolve_sigma(sigma: float | str) -> float:
 @dataclass
 class FrameResult:
     """One frame's output: ``masks`` {object id: H x W bool}, ``scores`` {object id: float} (the
-    predicted IoU; given masks score 1.0), ``label_map`` H x W uint8 (0 = background)."""
+    object score; given masks score 1.0), ``label_map`` H x W uint8 (0 = background)."""
 
     index: int
     masks: dict[int, np.ndarray]
@@ -57,33 +59,34 @@ class FrameResult:
 
 @dataclass
 class _Object:
-    text: str | None = None
-    words: torch.Tensor | None = None  # [L, C]
-    pooled: torch.Tensor | None = None  # [C]
-    first: MaskReference | None = None  # tokens [1, h*w, C], prototype [1, C]
-    prev_mask: torch.Tensor | None = None  # [S, S] float 0/1 at SAM input resolution
+    text: TextFeatures | None = None  # the sentence, encoded (batch 1)
+    first: MaskReference | None = None  # length 1
+    prev_mask: torch.Tensor | None = None  # [Hp, Wp] float 0/1 on prev_frame's network input
+    prev_frame: tuple | None = None  # (prepared, encoded) of the frame prev_mask is on (shared, not copied)
     pending: np.ndarray | None = None  # a mask given for the next frame
     meta: dict = field(default_factory=dict)
 
 
 class VideoSession:
-    """Track objects through a video with a :class:`~unifusion_sam.sam.model.UniFusionSam`.
+    """Track objects through a video with a :class:`~unifusion_sam.interface.ReferenceSegmenter`.
 
     ``sigma``: score threshold or preset; ``max_short_side``: frames whose shorter side is larger are
-    downscaled to it for inference (480 in the paper's protocol; ``None`` keeps the original size);
-    results are always at the original frame size.
+    downscaled to it before the network's own preprocessing (``None`` keeps the original size; the full
+    UniRef++ model resizes video to a 480 short side itself); results are always at the frame size.
+    ``keep_last_seen``: see the module docstring (default: the model's ``keep_last_seen``, else False).
     """
 
-    def __init__(self, model, *, sigma: float | str = 0.4, max_short_side: int | None = None) -> None:
+    def __init__(self, model, *, sigma: float | str = 0.4, max_short_side: int | None = None,
+                 keep_last_seen: bool | None = None) -> None:
         self.model = model
         self.sigma = resolve_sigma(sigma)
         if max_short_side is not None and (not isinstance(max_short_side, int) or max_short_side <= 0):
             raise ValueError(f"max_short_side must be a positive int or None, got {max_short_side!r}")
         self.max_short_side = max_short_side
-        self.transform = model.predictor.transform
+        self.keep_last_seen = bool(getattr(model, "keep_last_seen", False) if keep_last_seen is None else keep_last_seen)
         self.objects: dict[int, _Object] = {}
         self.frame_index = -1
-        self._prev: tuple[PreparedImage, torch.Tensor] | None = None  # previous frame (prepared, embedding)
+        self._prev: tuple[PreparedImage, object] | None = None  # previous frame (prepared, encoded)
         self._size: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ objects
@@ -98,10 +101,9 @@ class VideoSession:
         obj_id = self._check_id(obj_id)
         if not isinstance(text, str):
             raise TypeError(f"text must be a string, got {type(text).__name__}: {text!r}")
-        with self._inference():
+        with inference_mode(self.model):
             feats = self.model.encode_text([text])
-        valid = ~feats.padding_mask[0]
-        self.objects[obj_id] = _Object(text=text, words=feats.words[0][valid], pooled=feats.pooled[0])
+        self.objects[obj_id] = _Object(text=feats)
 
     def remove_object(self, obj_id: int) -> None:
         self.objects.pop(obj_id, None)
@@ -111,20 +113,6 @@ class VideoSession:
         if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or not 1 <= int(obj_id) <= 255:
             raise ValueError(f"object ids must be ints in [1, 255] (0 is background), got {obj_id!r}")
         return int(obj_id)
-
-    @contextmanager
-    def _inference(self):
-        """``no_grad`` with every submodule in eval mode; the modules' own modes are restored after."""
-        modules = list(self.model.modules()) if isinstance(self.model, torch.nn.Module) else []
-        modes = [m.training for m in modules]
-        for m in modules:
-            m.training = False
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            for m, mode in zip(modules, modes):
-                m.training = mode
 
     # ------------------------------------------------------------------ frames
     def run(self, frames: Iterable, new_objects: Mapping[int, Mapping[int, np.ndarray]] | None = None) -> Iterator[FrameResult]:
@@ -148,19 +136,19 @@ class VideoSession:
         self._size = size
         self.frame_index += 1
         work = self._downscale(rgb)
-        with self._inference():
-            # the only image encode of this frame; the predictor's small LRU cache lets several tracks
-            # over the same video (e.g. one per RVOS expression) share the frame's embedding
-            _, prepared, emb = self.model.predictor.embed(work, name=f"frame {self.frame_index}")
-            given = self._take_given(pending, prepared, emb)
+        # the only encode of this frame; the predictor's small LRU cache lets several tracks over the
+        # same video (e.g. one per RVOS expression) share the frame's encoding
+        _, prepared, encoded = self.model.predictor.embed(work, name=f"frame {self.frame_index}", task="video")
+        with inference_mode(self.model):
+            given = self._take_given(pending, prepared, encoded)
             tracked = [k for k, o in self.objects.items() if k not in given and (o.prev_mask is not None or o.text)]
-            probs, scores = self._predict(tracked, prepared, emb) if tracked else ({}, {})
+            probs, scores = self._predict(tracked, prepared, encoded) if tracked else ({}, {})
             label_map = self._aggregate(probs, prepared, size)  # predicted objects only ...
             scores.update({k: 1.0 for k in given})
             for k in sorted(pending, reverse=True):  # ... then given masks, exactly as given, on top
                 label_map[pending[k]] = k
             masks = {k: label_map == k for k in self.objects}
-            self._update_state(prepared, emb, label_map, masks, scores, tracked)
+            self._update_state(prepared, encoded, label_map, masks, scores, tracked)
         return FrameResult(self.frame_index, masks, scores, label_map)
 
     def _downscale(self, rgb: np.ndarray) -> np.ndarray:
@@ -171,59 +159,44 @@ class VideoSession:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
 
-    def _take_given(self, pending: dict[int, np.ndarray], prepared: PreparedImage,
-                    emb: torch.Tensor) -> set[int]:
+    def _to_work_size(self, mask: np.ndarray, work_size: tuple[int, int]) -> np.ndarray:
+        if mask.shape == work_size:
+            return mask
+        return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(work_size[::-1], Image.NEAREST)) > 127
+
+    def _take_given(self, pending: dict[int, np.ndarray], prepared: PreparedImage, encoded) -> set[int]:
         """Masks given for this frame (validated, at the frame size) become the object's first reference."""
         for k, mask in pending.items():
             obj = self.objects[k]
             obj.pending = None
-            small = self._to_work_size(mask, prepared.input_size)
-            input_mask = self.transform.mask(small, self.model.device)  # [1, S, S]
-            obj.first = self.model.encode_mask_reference(prepared.unit, input_mask, emb)
+            small = self._to_work_size(mask, prepared.original_size)
+            obj.first = self.model.encode_masks([encoded], [prepared], self.model.prepare_mask(small, prepared)[None])
         return set(pending)
 
-    def _to_work_size(self, mask: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-        if self.max_short_side is None or min(mask.shape) <= self.max_short_side:
-            return mask
-        scale = self.max_short_side / min(mask.shape)
-        size = (max(1, round(mask.shape[1] * scale)), max(1, round(mask.shape[0] * scale)))
-        return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 127
-
-    def _predict(self, ids: list[int], prepared: PreparedImage, emb: torch.Tensor):
+    def _predict(self, ids: list[int], prepared: PreparedImage, encoded):
         """One batched forward for all tracked objects; returns probabilities at the working size and scores."""
-        n = len(ids)
         objs = [self.objects[k] for k in ids]
-        refs = stack_text([o.words for o in objs], [o.pooled for o in objs])
-        with_prev = [i for i, o in enumerate(objs) if o.prev_mask is not None]
-        if with_prev:
-            prev_prepared, prev_emb = self._prev
-            prev_masks = torch.stack([objs[i].prev_mask for i in with_prev])  # [P, S, S]
-            prev = self.model.encode_mask_reference(
-                prev_prepared.unit.expand(len(with_prev), -1, -1, -1), prev_masks, prev_emb.expand(len(with_prev), -1, -1, -1)
-            )
-            keys, values, protos, owner = [], [], [], []
-            for j, i in enumerate(with_prev):
-                first = objs[i].first
-                if first is not None:
-                    keys.append(first.tokens.keys[0])
-                    values.append(first.tokens.values[0])
-                    protos.append(first.prototype[0])
-                    owner.append(i)
-                keys.append(prev.tokens.keys[j])
-                values.append(prev.tokens.values[j])
-                protos.append(prev.prototype[j])
-                owner.append(i)
-            encoded = MaskReference(ReferenceTokens(torch.stack(keys), torch.stack(values)), torch.stack(protos))
-            masks = self.model.mask_references(encoded, torch.tensor(owner, device=emb.device), n)
-            refs = References(refs.lang, refs.text_pooled, refs.has_text, masks.mask, masks.mask_pooled, masks.has_mask,
-                              tracking=torch.ones(n, dtype=torch.bool, device=emb.device))
-        out = self.model.segment(emb.expand(n, -1, -1, -1), refs)
-        full = self.transform.postprocess(out.logits, prepared.input_size, prepared.original_size)  # [N, 1, h, w]
+        groups: dict[int, list[int]] = {}  # previous masks grouped by the frame they are on (usually one)
+        for i, o in enumerate(objs):
+            if o.prev_mask is not None:
+                groups.setdefault(id(o.prev_frame[1]), []).append(i)
+        prev: dict[int, MaskReference] = {}
+        for rows in groups.values():
+            prev_prepared, prev_encoded = objs[rows[0]].prev_frame
+            encoded_refs = self.model.encode_masks([prev_encoded], [prev_prepared],
+                                                   torch.stack([objs[i].prev_mask for i in rows]))
+            prev.update({i: encoded_refs[j] for j, i in enumerate(rows)})
+        queries = []
+        for i, o in enumerate(objs):
+            refs = ([o.first] if o.first is not None else []) + [prev[i]] if i in prev else []
+            queries.append(ObjectQuery(text=o.text, masks=refs))
+        decoded = self.model.decode_objects(encoded, prepared, queries, task="video", tracking=True)
+        result = self.model.postprocess(decoded, prepared, "video")  # probabilities at the working size
         probs, scores = {}, {}
         for i, k in enumerate(ids):
-            score = float(out.scores[i])
+            score = float(decoded.scores[i])
             scores[k] = score
-            probs[k] = full[i, 0].sigmoid().cpu() if score > self.sigma else torch.zeros(full.shape[-2:])
+            probs[k] = result.probs[i].float().cpu() if score > self.sigma else torch.zeros(result.probs.shape[-2:])
         return probs, scores
 
     def _aggregate(self, probs: dict[int, torch.Tensor], prepared: PreparedImage, size: tuple[int, int]) -> np.ndarray:
@@ -245,7 +218,7 @@ class VideoSession:
             label = np.array(Image.fromarray(label).resize((size[1], size[0]), Image.NEAREST))  # writable
         return label
 
-    def _update_state(self, prepared, emb, label_map, masks, scores, tracked) -> None:
+    def _update_state(self, prepared, encoded, label_map, masks, scores, tracked) -> None:
         h, w = prepared.original_size
         small = label_map
         if label_map.shape != (h, w):
@@ -253,12 +226,15 @@ class VideoSession:
         for k, obj in self.objects.items():
             if obj.first is None and k not in tracked and obj.prev_mask is None and obj.text is None:
                 continue
-            m = self.transform.mask(small == k, self.model.device)[0]  # [S, S]
+            seen = small == k
             if obj.text is not None and obj.first is None:
                 # RVOS: language only until a frame's score passes sigma; that prediction becomes the first reference
                 if k in tracked and scores.get(k, 0.0) > self.sigma and masks[k].any():
-                    obj.first = self.model.encode_mask_reference(prepared.unit, m[None], emb)
-                    obj.prev_mask = m
+                    m = self.model.prepare_mask(seen, prepared)
+                    obj.first = self.model.encode_masks([encoded], [prepared], m[None])
+                    obj.prev_mask, obj.prev_frame = m, (prepared, encoded)
                 continue
-            obj.prev_mask = m
-        self._prev = (prepared, emb)
+            if self.keep_last_seen and obj.prev_mask is not None and not seen.any():
+                continue  # the object is not visible: keep its last previous reference (and that frame)
+            obj.prev_mask, obj.prev_frame = self.model.prepare_mask(seen, prepared), (prepared, encoded)
+        self._prev = (prepared, encoded)
