@@ -172,3 +172,32 @@ def test_detectron2_checkpoint_file_converts_through_the_cli(authors_state, tmp_
     proc = subprocess.run([sys.executable, "-m", "unifusion_sam", "convert-uniref", str(tmp_path / "missing.pth"),
                            str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
+
+
+SWIN_MANIFEST = MANIFEST.parents[1] / "uniref_swinl_backbone" / "manifest.json"
+
+
+@pytest.mark.skipif(not SWIN_MANIFEST.is_file(), reason="no ../shared/reference/uniref_swinl_backbone")
+def test_a_swin_l_checkpoint_converts(manifest):
+    """The authors' UniRef++-Swin-L layout: the R50 model's keys less its backbone, plus the Swin-L backbone
+    under the same prefix, with Swin channel counts where backbone features are consumed."""
+    swin = json.loads(SWIN_MANIFEST.read_text())
+    prefix = swin["full_model_key_prefix"]
+    channels = {"detr.detr.input_proj.0.0.weight": 384, "detr.detr.input_proj.1.0.weight": 768,
+                "detr.detr.input_proj.2.0.weight": 1536, "detr.detr.input_proj.3.0.weight": 1536,
+                "detr.lateral_conv.weight": 192}
+    state = {}
+    for e in manifest["entries"]:
+        if e["key"].startswith(prefix):
+            continue
+        shape = list(e["shape"])
+        if e["key"] in channels:
+            shape[1] = channels[e["key"]]
+        state[e["key"]] = torch.zeros(shape, dtype=DTYPES[e["dtype"]])
+    for e in swin["entries"]:
+        state[prefix + e["key"]] = torch.zeros(e["shape"], dtype=DTYPES[e["dtype"]])  # relative_position_index: zeros
+    assert len(state) == 1075
+    model = model_from_authors_state(state, MINILM)
+    assert model.config.backbone == "swin_l" and model.backbone.channels == [192, 384, 768, 1536]
+    index = model.state_dict()["backbone.features.1.0.attn.relative_position_index"]
+    assert int(index.max()) == 528  # recomputed, not the checkpoint's zeros

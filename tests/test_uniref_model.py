@@ -303,3 +303,24 @@ def test_cli_segments_with_an_untrained_full_model_and_rejects_points(tmp_path, 
     assert (tmp_path / "out" / "img_mask.png").is_file() and (tmp_path / "out" / "img_overlay.png").is_file()
     assert main(args + ["--point", "3,4"]) == 2
     assert main(args + ["--text", "a dog", "--sam", "tiny"]) == 2  # a full model takes no SAM
+
+
+def test_supports_of_different_sizes_are_batched_at_one_padded_size(small, clip):
+    """The authors batch K shots into one padded tensor: a smaller support is padded to the largest."""
+    frames, labels = clip
+    big = np.concatenate([frames[1], frames[2]], axis=0)  # 144 x 96: its own padded size is larger
+    big_mask = np.concatenate([labels[1] == 1, labels[2] == 1], axis=0)
+    seen = []
+    real = small.encode_masks
+
+    def spy(frames_, prepared, masks):
+        seen.append([p.padded_size for p in prepared])
+        return real(frames_, prepared, masks)
+
+    small.encode_masks = spy
+    try:
+        pred = small.predict(frames[0], ref_images=[frames[1], big], ref_masks=[labels[1] == 1, big_mask])
+    finally:
+        del small.encode_masks
+    assert len(seen) == 1 and len(set(seen[0])) == 1  # one padded size for both shots
+    assert pred.mask.shape == frames[0].shape[:2]

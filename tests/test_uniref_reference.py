@@ -125,3 +125,20 @@ def test_swin_l_backbone_matches_the_authors():
         ref = torch.from_numpy(z[f"out_res{level + 2}"])
         assert out.shape == ref.shape
         assert float((out - ref).abs().max()) < 1e-4 * max(1.0, float(ref.abs().max()))
+
+
+def test_exactly_tied_proposals_are_interchangeable(tmp_path):
+    """Padded tokens all propose the same box with the same score: a top-k that lists them in another
+    order selects the same thing; a swap between proposals of different scores does not."""
+    scores = np.array([[[0.9], [0.7], [0.7], [0.7], [0.1]]], np.float32)
+    z = _fake_npz(tmp_path, {"x_enc_outputs_class": scores, "x_enc_topk_indices": np.array([[0, 1, 2, 3]])})
+    report = reference_check.Report(z, io.StringIO())
+    assert reference_check._tied_swaps(report, "x", torch.tensor([[0, 3, 1, 2]])) == (3, 0)
+    assert reference_check._tied_swaps(report, "x", torch.tensor([[1, 0, 2, 3]])) == (2, 2)
+
+    class Det:
+        class transformer:  # noqa: N801 - stands in for a TransformerOutput
+            enc_class = torch.from_numpy(scores)
+            topk = torch.tensor([[0, 3, 1, 2]])
+
+    assert reference_check._selection(report, "x", Det(), "x") is None  # nothing to force

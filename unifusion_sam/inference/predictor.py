@@ -129,9 +129,9 @@ class ReferencePredictor:
         return rgb, prepared, frame
 
     def set_image(self, image) -> None:
-        """Validate ``image`` and keep it for the next ``predict`` calls without an image (its encoding is
-        cached on first use)."""
-        self._current = to_rgb_array(image)
+        """Encode ``image`` now and keep it for the next ``predict`` calls without an image. (The full
+        UniRef++ model sizes examples-only queries differently; such a call encodes the image once more.)"""
+        self._current, _, _ = self.embed(image, task="ris")
 
     def reset_image(self) -> None:
         self._current = None
@@ -202,16 +202,16 @@ class ReferencePredictor:
         return pairs
 
     def _encode_references(self, pairs, task: str) -> MaskReference:
-        """K (image, mask) supports, batched at one padded size (as the authors batch their shots)."""
-        sizes = [self.model.prepare_image(rgb, task).padded_size for rgb, _ in pairs] if len(pairs) > 1 else []
-        pad_to = (max(s[0] for s in sizes), max(s[1] for s in sizes)) if sizes and len(set(sizes)) > 1 else None
-        frames, prepared, masks = [], [], []
-        for k, (rgb, mask) in enumerate(pairs):
-            _, prep, frame = self.embed(rgb, name=f"ref_images[{k}]", task=task, pad_to=pad_to)
-            frames.append(frame)
-            prepared.append(prep)
-            masks.append(self.model.prepare_mask(mask, prep))
-        return self.model.encode_masks(frames, prepared, torch.stack(masks))
+        """K (image, mask) supports, batched at one padded size (as the authors batch their shots): images
+        whose own padded size is smaller are padded to the largest (and encoded at that size)."""
+        encoded = [self.embed(rgb, name=f"ref_images[{k}]", task=task) for k, (rgb, _) in enumerate(pairs)]
+        sizes = {e[1].padded_size for e in encoded}
+        if len(sizes) > 1:
+            pad_to = (max(s[0] for s in sizes), max(s[1] for s in sizes))
+            encoded = [e if e[1].padded_size == pad_to else self.embed(rgb, name=f"ref_images[{k}]", task=task, pad_to=pad_to)
+                       for k, ((rgb, _), e) in enumerate(zip(pairs, encoded))]
+        masks = torch.stack([self.model.prepare_mask(mask, e[1]) for (_, mask), e in zip(pairs, encoded)])
+        return self.model.encode_masks([e[2] for e in encoded], [e[1] for e in encoded], masks)
 
     @staticmethod
     def _prompts(point_coords, point_labels, box, size: tuple[int, int]) -> Prompts | None:

@@ -13,9 +13,11 @@ outside tolerance; intermediates are printed for diagnosis.
 
 Tolerances: float32 arrays 1e-4 x max(1, the array's scale); float16 arrays 2e-3 x max(1, scale)
 (their storage precision); index arrays exactly; binary masks may differ only where our logit is
-within 1e-3 of the threshold. The two-stage top-k selection has near-ties: if our selection differs
-while every proposal score agrees within tolerance, the recorded selection is used for that task
-(teacher forcing), and the check says so and why.
+within 1e-3 of the threshold. The two-stage top-k selection may hold exact ties (padded tokens all
+propose the same box with the same score; ``torch.topk`` orders ties arbitrarily): slots that swap
+exactly tied proposals count as equal. It may also hold near-ties: if our selection differs while every
+proposal score agrees within tolerance, the recorded selection is used for that task (teacher
+forcing), and the check says so and why.
 """
 
 from __future__ import annotations
@@ -57,13 +59,13 @@ class Report:
         ref = self.z[name]
         got = ours.detach().cpu().double().numpy().reshape(ref.shape) if ours.numel() == ref.size else None
         if got is None:
-            self._line(name, float("inf"), 0.0, final, f"shape {tuple(ours.shape)} vs {ref.shape}")
+            self.line(name, float("inf"), 0.0, final, f"shape {tuple(ours.shape)} vs {ref.shape}")
             return
         if ref.dtype.kind in "iub":
             diff = float(np.abs(got - ref.astype(np.float64)).max()) if ref.size else 0.0
-            self._line(name, diff, 0.0, final)
+            self.line(name, diff, 0.0, final)
             return
-        self._line(name, float(np.abs(got - ref.astype(np.float64)).max()), self.tolerance(name, ref), final)
+        self.line(name, float(np.abs(got - ref.astype(np.float64)).max()), self.tolerance(name, ref), final)
 
     def binary(self, name: str, ours: torch.Tensor, logits: torch.Tensor, threshold_logit: float = 0.0,
                final: bool = True) -> None:
@@ -75,10 +77,10 @@ class Report:
         wrong = mine != ref
         near = np.abs(logits.detach().cpu().double().numpy().reshape(ref.shape) - threshold_logit) < 1e-3
         bad = int((wrong & ~near).sum())
-        self._line(name, float(wrong.sum()), 0.0, final, f"{int(wrong.sum())} pixels differ, {bad} away from the threshold",
+        self.line(name, float(wrong.sum()), 0.0, final, f"{int(wrong.sum())} pixels differ, {bad} away from the threshold",
                    ok=bad == 0)
 
-    def _line(self, name, diff, tol, final, note="", ok=None):
+    def line(self, name, diff, tol, final, note="", ok=None):
         ok = diff <= tol if ok is None else ok
         if final and not ok:
             self.failed.append(name)
@@ -114,6 +116,19 @@ def _padded_mask(z, key: str, prepared: PreparedImage) -> torch.Tensor:
     return F.pad(m, (0, pw - m.shape[1], 0, ph - m.shape[0]))[None]
 
 
+def _tied_swaps(report: Report, prefix: str, ours: torch.Tensor) -> tuple[int, int]:
+    """(slots that differ from the recorded top-k, those that are not swaps between proposals whose recorded
+    scores are exactly equal). Exactly tied proposals are interchangeable: padded tokens, for instance, all
+    propose the same box with the same score, and ``torch.topk`` lists ties in no fixed order."""
+    recorded = report.z[f"{prefix}_enc_topk_indices"]
+    mine = ours.detach().cpu().numpy().reshape(recorded.shape)
+    differ = mine != recorded
+    scores = report.z[f"{prefix}_enc_outputs_class"].max(-1)  # [B, S]
+    rows = np.arange(recorded.shape[0])[:, None]
+    tied = scores[rows, np.clip(mine, 0, scores.shape[1] - 1)] == scores[rows, recorded]
+    return int(differ.sum()), int((differ & ~tied).sum())
+
+
 def _selection(report: Report, task: str, det, prefix: str) -> torch.Tensor | None:
     """Compare the proposal scores and selection; on a near-tie return the recorded selection to force."""
     out = det.transformer
@@ -122,8 +137,8 @@ def _selection(report: Report, task: str, det, prefix: str) -> torch.Tensor | No
     if not report.has(key):
         return None
     recorded = torch.as_tensor(report.z[key])
-    if torch.equal(out.topk.cpu(), recorded):
-        return None
+    if torch.equal(out.topk.cpu(), recorded) or _tied_swaps(report, prefix, out.topk)[1] == 0:
+        return None  # the same selection, up to the order of exactly tied (interchangeable) proposals
     ref_scores = report.z[f"{prefix}_enc_outputs_class"]
     gap = float(np.abs(out.enc_class.detach().cpu().numpy() - ref_scores).max())
     tol = report.tolerance(f"{prefix}_enc_outputs_class", ref_scores)
@@ -211,7 +226,10 @@ def _check_task(report: Report, model, frame, query: PreparedImage, objects, pre
     if forced is not None:
         decoded, det, rows = model.run_objects(frame, objects, task, topk=forced[None] if forced.dim() == 1 else forced)
     out = det.transformer
-    report.array(f"{prefix}_enc_topk_indices", out.topk)
+    if report.has(f"{prefix}_enc_topk_indices"):
+        differ, untied = _tied_swaps(report, prefix, out.topk)
+        note = f"{differ} slots hold another of exactly tied proposals" if differ and not untied else ""
+        report.line(f"{prefix}_enc_topk_indices", float(untied), 0.0, False, note)
     report.array(f"{prefix}_memory", out.memory)
     report.array(f"{prefix}_enc_outputs_coord", out.enc_coord_unact.sigmoid())
     report.array(f"{prefix}_init_reference", out.init_reference)
