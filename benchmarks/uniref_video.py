@@ -31,11 +31,11 @@ from video_memory import proc_status, state_bytes
 
 def build(short_side: int):
     from unifusion_sam.uniref import build_uniref
-    from unifusion_sam.uniref.config import TestSizes
+    from unifusion_sam.uniref.config import TaskSizes
 
     torch.manual_seed(0)
     return build_uniref("uniref-r50", text={"model_name_or_path": "sentence-transformers/all-MiniLM-L6-v2"},
-                        video_sizes=TestSizes(short_side, 1333).to_dict())
+                        video_sizes=TaskSizes(short_side, 1333).to_dict())
 
 
 def clip(n_frames: int, size=(480, 854), objects: int = 4):

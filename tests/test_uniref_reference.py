@@ -46,6 +46,9 @@ def test_reference_check_command_passes_on_the_authors_fixture():
     assert {"ris_result_pred_boxes", "ris_result_scores", "ris_result_pred_masks", "fss_result_pred_masks",
             "vos_post_top1_index", "vos_post_mask_prob", "rvos_post_top1_score", "rvos_post_mask_prob"} <= final
     assert "teacher forcing" not in out  # this fixture's proposals are well separated: nothing is forced
+    losses = {name for name in final if name.startswith("train_loss_") and name != "train_loss_names"}  # every term
+    assert len(losses) == 45 and {"train_loss_ce", "train_loss_mask_cls_4", "train_loss_giou_enc"} <= losses
+    assert {f"train_matched_query_idx_dec{i}" for i in range(6)} | {"train_enc_matched_query_idx"} <= final
 
 
 def _fake_npz(tmp_path: Path, arrays: dict) -> np.lib.npyio.NpzFile:

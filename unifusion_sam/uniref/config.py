@@ -37,7 +37,7 @@ def _authors_mask() -> MaskEncoderConfig:
 
 
 @dataclass
-class TestSizes(JsonConfig):
+class TaskSizes(JsonConfig):
     """Test-time ``ResizeShortestEdge(min_size, max_size)`` of one task (detectron2's rule)."""
 
     min_size: int = 800
@@ -90,9 +90,9 @@ class UniRefConfig(JsonConfig):
     pixel_mean: tuple[float, float, float] = IMAGENET_PIXEL_MEAN
     pixel_std: tuple[float, float, float] = IMAGENET_PIXEL_STD
     size_divisibility: int = 32
-    image_sizes: TestSizes = field(default_factory=lambda: TestSizes(800, 1333))
-    fss_sizes: TestSizes = field(default_factory=lambda: TestSizes(480, 768))
-    video_sizes: TestSizes = field(default_factory=lambda: TestSizes(480, 1333))
+    image_sizes: TaskSizes = field(default_factory=lambda: TaskSizes(800, 1333))
+    fss_sizes: TaskSizes = field(default_factory=lambda: TaskSizes(480, 768))
+    video_sizes: TaskSizes = field(default_factory=lambda: TaskSizes(480, 1333))
     nms_threshold: float = 0.7
     mask_threshold: float = 0.5
 
@@ -114,7 +114,7 @@ class UniRefConfig(JsonConfig):
         if not isinstance(self.iou_branch, bool):
             raise TypeError(f"iou_branch must be a bool, got {self.iou_branch!r}")
         self.coerce_sections({"fusion": UniFusionConfig, "mask": MaskEncoderConfig, "text": TextEncoderConfig,
-                              "image_sizes": TestSizes, "fss_sizes": TestSizes, "video_sizes": TestSizes},
+                              "image_sizes": TaskSizes, "fss_sizes": TaskSizes, "video_sizes": TaskSizes},
                              optional=("text",))
         for name in ("pixel_mean", "pixel_std"):
             value = tuple(float(v) for v in getattr(self, name))

@@ -32,7 +32,7 @@ from ..interface import MaskReference
 from .backbones import build_backbone
 from .config import UniRefConfig
 from .heads import MaskFeatures, dynamic_masks
-from .layers import MLP, resize_padding, sine_position_embedding
+from .layers import MLP, aligned_bilinear, inverse_sigmoid, resize_padding, sine_position_embedding
 from .transformer import DeformableTransformer, TransformerOutput
 
 
@@ -236,6 +236,36 @@ class UniRefModel(nn.Module):
         logits = dynamic_masks(features, rows.reshape(-1), centres.reshape(-1, 2), det.params[rows, queries].reshape(b * k, -1),
                                self.config.dynamic_channels)
         return logits.view(b, k, *logits.shape[-2:])
+
+
+def layer_outputs(model: UniRefModel, det: Detections, frame: FrameFeatures, targets, vos: bool = False):
+    """Training outputs of every decoder layer, as the authors' ``coco_forward`` makes them: class logits,
+    boxes (refined from the previous layer's box, gradients flowing through it: look forward twice),
+    SimOTA matches, and the mask logits of the matched queries only (``[M, h, w]``: stride 4, or stride 1
+    through aligned bilinear upsampling for VOS). Returns (layers, (proposal logits, proposal boxes))."""
+    from .criterion import LayerOutput
+    from .matcher import simota_match
+
+    out = det.transformer
+    features = model.mask_features_of(det, frame)
+    scale = torch.tensor([[w, h] for h, w in frame.image_sizes], dtype=features.dtype, device=features.device)
+    layers = []
+    for level in range(out.hs.shape[0]):
+        hs = out.hs[level]
+        reference = out.init_reference if level == 0 else out.inter_references[level - 1]
+        ref = inverse_sigmoid(reference)
+        logits = model.class_embed[level](hs)
+        boxes = (model.bbox_embed[level](hs) + ref).sigmoid()
+        params = model.controller(hs)
+        indices = [simota_match(logits[i], boxes[i], t.labels, t.boxes) for i, t in enumerate(targets)]
+        owner = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)])
+        query = torch.cat([q for q, _ in indices])
+        centres = ref.sigmoid()[owner, query, :2] * scale[owner]
+        masks = dynamic_masks(features, owner, centres, params[owner, query], model.config.dynamic_channels)
+        if vos:
+            masks = aligned_bilinear(masks[:, None], 4)[:, 0]
+        layers.append(LayerOutput(logits, boxes, indices, masks))
+    return layers, (out.enc_class, out.enc_coord_unact.sigmoid())
 
 
 def build_uniref(config: UniRefConfig | str | None = None, text_encoder: TextReferenceEncoder | None = None, **overrides):

@@ -4,15 +4,17 @@
 
 ``DIR`` is a fixture folder of the ``uniref_r50`` format: ``manifest.json`` (the authors' state-dict
 layout), ``weights_rule.py`` (deterministic weights from a seed) and ``inputs_and_outputs.npz``
-(inputs, outputs and intermediates of RIS, FSS, VOS and RVOS). The check generates the weights with
-the npz's seed, converts them with :mod:`~unifusion_sam.uniref.convert`, loads them strictly, runs
-every task on the fixture's inputs through the library's own stages and post-processing, and prints
-one line per compared array: name, max abs difference, tolerance, verdict. It exits with status 1 if
-any *final* output (``*``: logits, boxes and masks of all queries, the post-processed result) is
-outside tolerance; intermediates are printed for diagnosis.
+(inputs, outputs and intermediates of RIS, FSS, VOS and RVOS, and the training losses). The check
+generates the weights with the npz's seed, converts them with :mod:`~unifusion_sam.uniref.convert`,
+loads them strictly, runs every task on the fixture's inputs through the library's own stages and
+post-processing, computes the training outputs and losses on the RIS input (SimOTA matches per
+decoder layer, the matched masks, the proposals' Hungarian match, every weighted loss term), and
+prints one line per compared array: name, max abs difference, tolerance, verdict. It exits with
+status 1 if any *final* output (``*``: logits, boxes and masks of all queries, the post-processed
+result, matched indices, loss terms) is outside tolerance; intermediates are printed for diagnosis.
 
 Tolerances: float32 arrays 1e-4 x max(1, the array's scale); float16 arrays 2e-3 x max(1, scale)
-(their storage precision); index arrays exactly; binary masks may differ only where our logit is
+(their storage precision); loss terms 1e-4 x max(1, |value|) with the same weight; index arrays exactly; binary masks may differ only where our logit is
 within 1e-3 of the threshold. The two-stage top-k selection may hold exact ties (padded tokens all
 propose the same box with the same score; ``torch.topk`` orders ties arbitrarily): slots that swap
 exactly tied proposals count as equal. It may also hold near-ties: if our selection differs while every
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 
 from ..interface import ObjectQuery, PreparedImage
 from .convert import model_from_authors_state
+from .criterion import base_name
 from .layers import aligned_bilinear
 from .transforms import padding_mask
 
@@ -211,8 +214,8 @@ def run_check(folder: str | Path, text_encoder: str = MINILM, out=sys.stdout) ->
             if objects is None or not report.has(f"{prefix}_pred_logits"):
                 continue
             _check_task(report, model, frame, query, objects, prefix, task)
-    if report.has("train_loss_names"):
-        report.note("training losses and matched queries are compared by the training check (not part of inference)")
+        if text is not None and report.has("train_loss_names"):
+            _check_training(report, model, frame, query, text)
     verdict = "PASS" if not report.failed else f"FAIL ({len(report.failed)}: {', '.join(report.failed)})"
     print(f"reference check {folder}: {report.lines} arrays compared, {verdict}", file=out)
     return not report.failed
@@ -267,6 +270,51 @@ def _check_task(report: Report, model, frame, query: PreparedImage, objects, pre
     logits = result.logits if result.logits is not None else torch.logit(result.probs)
     threshold = float(np.log(model.config.mask_threshold / (1 - model.config.mask_threshold)))
     report.binary(f"{prefix}_result_pred_masks", result.masks, logits, threshold)
+
+
+def _check_training(report: Report, model, frame, query: PreparedImage, text) -> None:
+    """The training losses on the RIS input: SimOTA matches per decoder layer, the matched queries' masks,
+    the proposals' Hungarian match, and every weighted loss term (1e-4 relative)."""
+    from .criterion import Target, UniRefCriterion
+    from .model import layer_outputs
+
+    z = report.z
+    h, w = query.input_size
+    xyxy = torch.as_tensor(z["input_query_gt_box_xyxy"]) / torch.tensor([w, h, w, h], dtype=torch.float32)
+    boxes = torch.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2, xyxy[:, 2] - xyxy[:, 0],
+                         xyxy[:, 3] - xyxy[:, 1]], -1)
+    report.array("train_target_boxes_cxcywh", boxes)
+    masks = _padded_mask(z, "input_query_gt_mask", query)
+    report.array("train_target_masks", masks)
+    targets = [Target(torch.zeros(len(boxes), dtype=torch.long), boxes, masks)]
+    lang, _ = model.references([ObjectQuery(text=text)])
+    det = model.detect(model.fuse(frame, lang, None), frame)
+    layers, proposals = layer_outputs(model, det, frame, targets)
+    report.array("train_pred_logits", torch.stack([lo.logits for lo in layers]), final=True)
+    report.array("train_pred_boxes", torch.stack([lo.boxes for lo in layers]), final=True)
+    report.array("train_enc_pred_logits", proposals[0], final=True)
+    report.array("train_enc_pred_boxes", proposals[1], final=True)
+    for level, lo in enumerate(layers):
+        report.array(f"train_matched_query_idx_dec{level}", lo.indices[0][0], final=True)
+        report.array(f"train_matched_gt_idx_dec{level}", lo.indices[0][1], final=True)
+        report.array(f"train_matched_masks_dec{level}", lo.masks, final=True)
+    criterion = UniRefCriterion()
+    _, enc_indices = criterion.proposal_losses(*proposals, targets)
+    report.array("train_enc_matched_query_idx", enc_indices[0][0], final=True)
+    report.array("train_enc_matched_gt_idx", enc_indices[0][1], final=True)
+    losses = criterion(layers, proposals, targets)
+    names = [str(n) for n in z["train_loss_names"]]
+    missing = sorted(set(names) ^ set(losses))
+    report.line("train_loss_names", float(len(missing)), 0.0, True, f"differ: {missing}" if missing else "")
+    for name, value, weight in zip(names, z["train_loss_values"], z["train_loss_weights"]):
+        if name not in losses:
+            continue
+        ours = float(losses[name])
+        tol = 1e-4 * max(1.0, abs(float(value)))
+        note = f"{ours:.6g} vs {float(value):.6g}" + ("" if criterion.weights[base_name(name)] == weight else
+                                                     f"; weight {criterion.weights[base_name(name)]} vs {weight}")
+        report.line(f"train_{name}", abs(ours - float(value)), tol, True, note,
+                    ok=abs(ours - float(value)) <= tol and criterion.weights[base_name(name)] == weight)
 
 
 def main(argv: list[str] | None = None) -> int:
