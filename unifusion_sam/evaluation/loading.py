@@ -91,7 +91,7 @@ def load_model(
             raise ValueError(f"--checkpoint {checkpoint} is a full UniRef++ model (its own backbone): do not give "
                              "--sam / --sam-checkpoint")
         if str(checkpoint).lower() == NO_CHECKPOINT:
-            from ..uniref.model import build_uniref
+            from ..uniref.segmenter import build_uniref
 
             return build_uniref(adapter).to(torch.device(device)).eval()
         from ..uniref.segmenter import UniRefSegmenter

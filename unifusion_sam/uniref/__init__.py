@@ -2,8 +2,8 @@
 encoders and the inference code with UniFusion-SAM."""
 
 from .config import UniRefConfig, list_uniref_presets, load_uniref_preset
-from .model import FrameFeatures, UniRefModel, build_uniref
-from .segmenter import UniRefSegmenter
+from .model import FrameFeatures, UniRefModel
+from .segmenter import UniRefSegmenter, build_uniref
 
 __all__ = [
     "FrameFeatures",

@@ -86,7 +86,8 @@ class Detections:
 
 
 class UniRefModel(nn.Module):
-    """The full UniRef++ network (see the module docstring). Build it with :func:`build_uniref`."""
+    """The full UniRef++ network (see the module docstring). Build it with
+    :func:`~unifusion_sam.uniref.segmenter.build_uniref`."""
 
     def __init__(self, config: UniRefConfig, text_encoder: TextReferenceEncoder | None = None) -> None:
         super().__init__()
@@ -266,26 +267,3 @@ def layer_outputs(model: UniRefModel, det: Detections, frame: FrameFeatures, tar
             masks = aligned_bilinear(masks[:, None], 4)[:, 0]
         layers.append(LayerOutput(logits, boxes, indices, masks))
     return layers, (out.enc_class, out.enc_coord_unact.sigmoid())
-
-
-def build_uniref(config: UniRefConfig | str | None = None, text_encoder: TextReferenceEncoder | None = None, **overrides):
-    """A :class:`~unifusion_sam.uniref.segmenter.UniRefSegmenter` from a config or preset name
-    (``"uniref-r50"``, ``"uniref-swin-l"``, ``"uniref-small"``; default ``uniref-small``), random
-    weights, in eval mode. ``overrides`` replace config fields (nested sections take dicts)."""
-    from .config import load_uniref_preset
-    from .segmenter import UniRefSegmenter
-
-    if config is None:
-        config = "uniref-small"
-    if isinstance(config, str):
-        config = load_uniref_preset(config)
-    elif not isinstance(config, UniRefConfig):
-        raise TypeError(f"config must be a UniRefConfig or a preset name, got {type(config).__name__}")
-    if overrides:
-        data = config.to_dict()
-        for key, value in overrides.items():
-            if key not in data:
-                raise ValueError(f"unknown UniRef++ option {key!r}; valid options: {sorted(data)}")
-            data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data[key], dict) else value
-        config = UniRefConfig.from_dict(data)
-    return UniRefSegmenter(config, text_encoder=text_encoder).eval()

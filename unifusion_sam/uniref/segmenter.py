@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, box_convert
 
+from ..encoders.text import TextReferenceEncoder
 from ..fusion.unifusion import ReferenceTokens
 from ..interface import (
     TASKS,
@@ -36,6 +37,7 @@ from ..interface import (
     ReferenceInferenceMixin,
 )
 from .checkpoint import UniRefCheckpointMixin
+from .config import UniRefConfig, load_uniref_preset
 from .layers import aligned_bilinear
 from .model import Detections, FrameFeatures, UniRefModel
 from .transforms import padding_mask, prepare_image, prepare_mask
@@ -183,3 +185,23 @@ class UniRefSegmenter(UniRefCheckpointMixin, ReferenceInferenceMixin, UniRefMode
             probs = F.interpolate(probs[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
             logits = F.interpolate(logits[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
         return MaskResult(probs, binary > 0.5, logits, boxes)
+
+
+def build_uniref(config: UniRefConfig | str | None = None, text_encoder: TextReferenceEncoder | None = None, **overrides):
+    """A :class:`~unifusion_sam.uniref.segmenter.UniRefSegmenter` from a config or preset name
+    (``"uniref-r50"``, ``"uniref-swin-l"``, ``"uniref-small"``; default ``uniref-small``), random
+    weights, in eval mode. ``overrides`` replace config fields (nested sections take dicts)."""
+    if config is None:
+        config = "uniref-small"
+    if isinstance(config, str):
+        config = load_uniref_preset(config)
+    elif not isinstance(config, UniRefConfig):
+        raise TypeError(f"config must be a UniRefConfig or a preset name, got {type(config).__name__}")
+    if overrides:
+        data = config.to_dict()
+        for key, value in overrides.items():
+            if key not in data:
+                raise ValueError(f"unknown UniRef++ option {key!r}; valid options: {sorted(data)}")
+            data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data[key], dict) else value
+        config = UniRefConfig.from_dict(data)
+    return UniRefSegmenter(config, text_encoder=text_encoder).eval()
