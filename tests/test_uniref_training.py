@@ -126,3 +126,59 @@ def test_a_few_steps_drive_the_losses_down_on_a_fixed_batch(text_encoder_parts):
     model.eval()
     assert all(torch.isfinite(torch.tensor(totals)))
     assert totals[-1] < 0.5 * totals[0], totals
+
+
+# ------------------------------------------------------------------ BoxInst (box-only data)
+def test_boxinst_terms_on_hand_made_cases():
+    from unifusion_sam.uniref.boxinst import box_masks, color_similarity, pairwise_term, projection_term, valid_region
+
+    boxes = box_masks(torch.tensor([[8.0, 4.0, 23.0, 19.0]]), (32, 32))
+    assert boxes.sum() == 16 * 16 and boxes[0, 4, 8] == 1 and boxes[0, 20, 8] == 0
+    box4 = boxes[:, 2::4, 2::4]
+    assert float(projection_term(box4, box4)) < 1e-3  # a mask spanning the box's rows and columns
+    assert float(projection_term(torch.zeros_like(box4), box4)) > 0.9
+    flat = pairwise_term(torch.full((1, 8, 8), 9.0))
+    assert flat.shape == (1, 8, 8, 8) and float(flat[:, :, 3:5, 3:5].max()) < 1e-3  # confident and smooth: no cost
+    split = pairwise_term(torch.where(torch.arange(8)[None, :] < 4, 9.0, -9.0).expand(1, 8, 8))
+    assert float(split.max()) > 8.0  # neighbours across the edge disagree
+    image = torch.zeros(3, 32, 64)
+    image[0, :, 32:] = 255.0  # left half black, right half red: pooled by 4, columns 0-7 black, 8-15 red
+    sim = color_similarity(image, valid_region(32, 64, (32, 64), 32, bottom_removed=0))
+    assert sim.shape == (8, 8, 16)
+    assert float(sim[:, 2:6, 3].min()) == pytest.approx(1.0)  # every neighbour (dilation 2) is black too
+    assert float(sim[:, 2:6, 7].min()) < 0.01  # two columns right is red
+    assert float(sim[:, 0, 0].min()) == 0.0  # neighbours outside the image count for nothing
+
+
+def test_boxinst_losses_prefer_the_box_and_replace_the_mask_terms():
+    """On box-only targets the criterion computes BoxInst's terms (not the mask losses), counting its calls
+    for the pairwise warm-up; among hand-made masks the box itself scores lowest."""
+    from unifusion_sam.uniref.boxinst import boxinst_losses, color_similarity, valid_region
+
+    box = torch.zeros(1, 16, 24)
+    box[:, 4:12, 6:16] = 1
+    image = torch.full((3, 64, 96), 40.0)
+    image[:, 16:48, 24:64] = torch.tensor([200.0, 60.0, 30.0])[:, None, None]  # the object fills its box
+    same = color_similarity(image, valid_region(64, 96, (64, 96), 64))[None]  # pairs across its edge: dissimilar
+    candidates = {"box": torch.where(box.bool(), 9.0, -9.0), "everything": torch.full_like(box, 9.0),
+                  "half": torch.where(box.bool() & (torch.arange(24) < 11), 9.0, -9.0)}  # half the object
+    totals = {k: float(sum(boxinst_losses(v, box, same, 10000).values())) for k, v in candidates.items()}
+    assert totals["box"] < 0.01 and min(totals["everything"], totals["half"]) > 10 * totals["box"], totals
+    warm = boxinst_losses(candidates["half"], box, same, 2500)
+    assert float(warm["loss_pairwise"]) == pytest.approx(0.25 * float(boxinst_losses(candidates["half"], box, same,
+                                                                                       10000)["loss_pairwise"]))
+
+    masks = torch.zeros(1, 64, 96)
+    masks[0, 16:48, 24:64] = 1
+    target = Target(torch.zeros(1, dtype=torch.long), torch.tensor([[0.45, 0.5, 0.4, 0.5]]), masks,
+                    torch.ones(1, 8, 16, 24))
+    layer = LayerOutput(torch.zeros(1, 3, 1), torch.rand(1, 3, 4) * 0.5 + 0.25, [(torch.tensor([1]), torch.tensor([0]))],
+                        torch.randn(1, 16, 24))
+    criterion = UniRefCriterion()
+    losses = criterion([layer, layer], None, [target])
+    assert {"loss_prj", "loss_pairwise", "loss_prj_0", "loss_pairwise_0"} <= set(losses)
+    assert not any(k.startswith(("loss_mask", "loss_dice")) for k in losses)
+    assert criterion.boxinst_calls == 2  # one call per decoder layer, as the authors' counter
+    restored = UniRefCriterion()
+    restored.load_state_dict(criterion.state_dict())
+    assert restored.boxinst_calls == 2

@@ -13,12 +13,17 @@ matched in that layer (``M`` of them, the normaliser of every term):
 - ``_enc``: ``loss_ce`` / ``loss_bbox`` / ``loss_giou`` of the two-stage proposals, Hungarian-matched
   with class-agnostic targets.
 
+Box-only targets (detection pre-training) carry ``color_similarity`` and box masks as ``masks``; their
+mask terms are BoxInst's ``loss_prj`` and ``loss_pairwise`` instead (:mod:`.boxinst`; on at most 64
+randomly chosen matches per layer; unweighted, as in the authors' weight dict).
+
 Every term is multiplied by its weight (``WEIGHTS``; aux and ``_enc`` terms share the base weights).
 torchvision supplies the focal loss and the GIoU loss.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 
@@ -26,20 +31,23 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
+from .boxinst import boxinst_losses
 from .matcher import hungarian_match
 
 WEIGHTS = {"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_mask": 2.0, "loss_dice": 5.0,
-           "loss_mask_cls": 1.0, "loss_mask_iou": 1.0}
+           "loss_mask_cls": 1.0, "loss_mask_iou": 1.0, "loss_prj": 1.0, "loss_pairwise": 1.0}
 
 
 @dataclass
 class Target:
     """One image's targets: ``labels`` ``[G]``, ``boxes`` ``[G, 4]`` normalised cxcywh, ``masks`` ``[G, Hp, Wp]``
-    (zero-padded to the padded image size) or ``None`` for box-only data."""
+    (zero-padded to the padded image size; the boxes' masks for box-only data) or ``None``;
+    ``color_similarity`` ``[G, 8, Hp / 4, Wp / 4]`` for box-only data (BoxInst)."""
 
     labels: torch.Tensor
     boxes: torch.Tensor
     masks: torch.Tensor | None = None
+    color_similarity: torch.Tensor | None = None
 
 
 @dataclass
@@ -99,10 +107,22 @@ def target_masks_at(targets: list[Target], indices, size: tuple[int, int]) -> to
 class UniRefCriterion:
     """``criterion(layers, proposals, targets) -> {name: weighted loss}``; ``layers`` = decoder layers in order."""
 
-    def __init__(self, weights: dict[str, float] | None = None, mask_aux: bool = True, num_classes: int = 1) -> None:
+    def __init__(self, weights: dict[str, float] | None = None, mask_aux: bool = True, num_classes: int = 1,
+                 boxinst_topk: int = 64, seed: int = 0) -> None:
         self.weights = dict(WEIGHTS if weights is None else weights)
         self.mask_aux = mask_aux
         self.num_classes = num_classes
+        self.boxinst_topk = boxinst_topk
+        self.boxinst_calls = 0  # the pairwise term's warm-up counts calls (the authors' criterion._iter)
+        self._rng = random.Random(seed)
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs: the BoxInst call counter and the subset sampler's state."""
+        return {"boxinst_calls": self.boxinst_calls, "rng": self._rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.boxinst_calls = int(state["boxinst_calls"])
+        self._rng.setstate(tuple(state["rng"]) if not isinstance(state["rng"], tuple) else state["rng"])
 
     def layer_losses(self, out: LayerOutput, targets: list[Target], masks: bool = True) -> dict[str, torch.Tensor]:
         batch = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(out.indices)])
@@ -126,6 +146,8 @@ class UniRefCriterion:
         return losses
 
     def mask_losses(self, out: LayerOutput, targets: list[Target]) -> dict[str, torch.Tensor]:
+        if targets[0].color_similarity is not None:
+            return self.boxinst(out, targets)
         src = out.masks  # [M, h, w]
         if src.shape[0] == 0:
             zero = src.sum() * 0.0
@@ -141,6 +163,26 @@ class UniRefCriterion:
             losses["loss_mask_cls"] = bootstrap_ce(probs, pair)
             losses["loss_mask_iou"] = mask_iou_loss(probs[:, 1], pair[:, 1], m)
         return losses
+
+    def boxinst(self, out: LayerOutput, targets: list[Target]) -> dict[str, torch.Tensor]:
+        """BoxInst's projection and pairwise terms on (at most ``boxinst_topk`` of) the matched queries."""
+        self.boxinst_calls += 1
+        pairs = [(i, int(g)) for i, (_, gts) in enumerate(out.indices) for g in gts]
+        keep = list(range(len(pairs)))
+        if len(pairs) > self.boxinst_topk:
+            keep = self._rng.sample(keep, self.boxinst_topk)
+        logits = out.masks[keep]
+        if not keep:
+            return boxinst_losses(logits, logits, logits, self.boxinst_calls)
+        h, w = logits.shape[-2:]
+        boxes, similarity = [], []
+        for k in keep:
+            i, g = pairs[k]
+            t = targets[i]
+            stride = t.masks.shape[-1] // w
+            boxes.append(t.masks[g, stride // 2 :: stride, stride // 2 :: stride].float())
+            similarity.append(t.color_similarity[g])
+        return boxinst_losses(logits, torch.stack(boxes), torch.stack(similarity), self.boxinst_calls)
 
     def proposal_losses(self, logits: torch.Tensor, boxes: torch.Tensor, targets: list[Target]):
         """The two-stage proposals' terms with class-agnostic Hungarian matching: (losses, indices)."""
