@@ -234,6 +234,7 @@ def test_mask_encoder_holds_the_authors_layout():
 
 def test_from_pretrained_builds_the_right_family(small, tmp_path, tiny_sam_factory):
     import unifusion_sam
+    from unifusion_sam.interface import ReferenceSegmenter
 
     small.save_pretrained(tmp_path / "uniref")
     with pytest.raises(ValueError, match="full UniRef\\+\\+ model.*do not pass sam"):
@@ -244,6 +245,8 @@ def test_from_pretrained_builds_the_right_family(small, tmp_path, tiny_sam_facto
         unifusion_sam.from_pretrained(tmp_path / "adapter")
     loaded = unifusion_sam.from_pretrained(tmp_path / "adapter", sam=copy.deepcopy(adapter.sam))
     assert type(loaded).__name__ == "UniFusionSam"
+    assert isinstance(loaded, ReferenceSegmenter) and isinstance(small, ReferenceSegmenter)  # one contract
+    assert not isinstance(object(), ReferenceSegmenter)
     with pytest.raises(FileNotFoundError, match="neither config.json"):
         unifusion_sam.from_pretrained(tmp_path)
 

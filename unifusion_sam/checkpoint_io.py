@@ -112,8 +112,8 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: di
     save_file(tensors, str(path), metadata=metadata)
 
 
-def read_adapter_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of an ``adapter_model.safetensors``; an unreadable file is a ValueError naming it."""
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a checkpoint's safetensors file; an unreadable file is a ValueError naming it."""
     from safetensors import safe_open
 
     path = str(path)
@@ -122,7 +122,7 @@ def read_adapter_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tenso
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: re-raised naming the file
-        raise ValueError(f"cannot read adapter weights {path}: not a valid safetensors file ({exc})") from exc
+        raise ValueError(f"cannot read weights {path}: not a valid safetensors file ({exc})") from exc
     return tensors, metadata
 
 

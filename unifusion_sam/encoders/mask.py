@@ -159,7 +159,8 @@ class MaskReferenceEncoder(nn.Module):
         """Load a torchvision ResNet-18 state dict from a local file into the trunk.
 
         The RGB filters of ``conv1`` are copied and the mask channel's filters start at zero; the
-        classifier (``fc.*``) is ignored; convolution biases (``conv_bias``) stay zero unless given. Keys of the stages this encoder keeps must all be present.
+        classifier (``fc.*``) is ignored; convolution biases (``conv_bias``) stay zero unless given. Keys
+        of the stages this encoder keeps must all be present.
         """
         path = str(path)
         if not os.path.isfile(path):

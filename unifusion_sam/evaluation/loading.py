@@ -111,10 +111,8 @@ def _is_uniref(checkpoint: str | os.PathLike, adapter: str | None) -> bool:
     if name.lower() == NO_CHECKPOINT:
         return adapter is not None and adapter.startswith("uniref-")
     path = Path(name).expanduser()
-    if path.is_dir():
-        return (path / "config.json").is_file() and not (path / "adapter_config.json").is_file()
-    if path.exists() or not _HUB_ID.match(name):
-        return False
+    if not path.is_dir() and (path.exists() or not _HUB_ID.match(name)):
+        return False  # reported by the adapter loader, with its own message
     from ..checkpoint_io import checkpoint_family
 
     try:

@@ -165,13 +165,18 @@ class VideoSession:
         return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(work_size[::-1], Image.NEAREST)) > 127
 
     def _take_given(self, pending: dict[int, np.ndarray], prepared: PreparedImage, encoded) -> set[int]:
-        """Masks given for this frame (validated, at the frame size) become the object's first reference."""
-        for k, mask in pending.items():
-            obj = self.objects[k]
-            obj.pending = None
-            small = self._to_work_size(mask, prepared.original_size)
-            obj.first = self.model.encode_masks([encoded], [prepared], self.model.prepare_mask(small, prepared)[None])
-        return set(pending)
+        """Masks given for this frame (validated, at the frame size) become the objects' first references,
+        encoded together in one batch."""
+        if not pending:
+            return set()
+        ids = list(pending)
+        masks = torch.stack([self.model.prepare_mask(self._to_work_size(pending[k], prepared.original_size), prepared)
+                             for k in ids])
+        encoded_refs = self.model.encode_masks([encoded], [prepared], masks)
+        for j, k in enumerate(ids):
+            self.objects[k].pending = None
+            self.objects[k].first = encoded_refs[j]
+        return set(ids)
 
     def _predict(self, ids: list[int], prepared: PreparedImage, encoded):
         """One batched forward for all tracked objects; returns probabilities at the working size and scores."""

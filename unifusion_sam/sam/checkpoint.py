@@ -33,7 +33,7 @@ from ..checkpoint_io import (
     WEIGHTS_NAME,
     atomic_write,
     portable_tensors,
-    read_adapter_weights,
+    read_weights,
     resolve_checkpoint,
     write_safetensors,
 )
@@ -221,7 +221,7 @@ class CheckpointMixin(RecordedMetricsMixin):
         if has_lora:  # wrapping again would re-initialise those layers, or leave them active outside the adapter
             raise ValueError("the SAM given already carries LoRA layers from an earlier wrap_sam(..., lora=...); "
                              "pass a freshly built SAM to from_pretrained")
-        state, metadata = read_adapter_weights(weights_path)
+        state, metadata = read_weights(weights_path)
         saved_family = metadata.get("sam_family")
         if saved_family is not None and saved_family != config.sam_family:
             raise ValueError(f"{weights_path} was saved from a {saved_family!r} SAM but {config_path} says "

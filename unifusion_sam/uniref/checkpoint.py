@@ -25,7 +25,7 @@ from ..checkpoint_io import (
     MODEL_WEIGHTS_NAME,
     atomic_write,
     portable_tensors,
-    read_adapter_weights,
+    read_weights,
     resolve_checkpoint,
     state_mismatch,
     write_safetensors,
@@ -162,7 +162,7 @@ class UniRefCheckpointMixin(RecordedMetricsMixin):
         build_config.mask.pretrained_path = None
         model = cls(build_config, text_encoder=text)
         model.config = config
-        state, metadata = read_adapter_weights(weights_path)
+        state, metadata = read_weights(weights_path)
         load_state_strict(model, state, str(weights_path))
         try:
             model.recorded_metrics = json.loads(metadata.get("metrics", "{}"))

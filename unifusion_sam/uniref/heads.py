@@ -22,7 +22,8 @@ from .layers import grid_locations
 
 class MaskFeatures(nn.Module):
     """``forward(memory_levels, res2) -> [B, mask_dim, H/4, W/4]``; ``memory_levels`` = encoder memory at
-    strides 8, 16, 32 as maps ``[B, C, h_l, w_l]``, ``res2`` the backbone's stride-4 feature."""
+    strides 8, 16, 32 as maps ``[B, C, h_l, w_l]``, ``res2`` the backbone's stride-4 feature ``[B or 1, ...]``
+    (one image's broadcasts over the B rows)."""
 
     def __init__(self, dim: int, res2_channels: int, mask_dim: int) -> None:
         super().__init__()

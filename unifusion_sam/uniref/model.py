@@ -52,11 +52,13 @@ class FrameFeatures:
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
 
-    def select(self, index: torch.Tensor) -> FrameFeatures:
-        """Rows ``index`` ``[N]`` (repeats allowed: one row per object of a frame)."""
-        return FrameFeatures(self.pixels[index], [s[index] for s in self.srcs], [p[index] for p in self.paddings],
-                             [p[index] for p in self.pos], self.res2[index],
-                             [self.image_sizes[int(i)] for i in index])
+    def expand(self, n: int) -> FrameFeatures:
+        """The one image repeated ``n`` times, as views (no copies): one row per object of a frame."""
+        if len(self) != 1:
+            raise ValueError(f"expand needs the features of one image, got {len(self)}")
+        return FrameFeatures(self.pixels.expand(n, -1, -1, -1), [s.expand(n, -1, -1, -1) for s in self.srcs],
+                             [p.expand(n, -1, -1) for p in self.paddings], [p.expand(n, -1, -1, -1) for p in self.pos],
+                             self.res2.expand(n, -1, -1, -1), self.image_sizes * n)
 
     @classmethod
     def cat(cls, frames: list[FrameFeatures]) -> FrameFeatures:
@@ -178,7 +180,7 @@ class UniRefModel(nn.Module):
         if len(frame) not in (1, r):
             raise ValueError(f"{r} masks for {len(frame)} reference images: give one image or one per mask")
         if len(frame) != r:
-            frame = frame.select(torch.zeros(r, dtype=torch.long, device=masks.device))
+            frame = frame.expand(r)
         if masks.shape[-2:] != frame.pixels.shape[-2:]:
             raise ValueError(f"masks must be [R, {frame.pixels.shape[-2]}, {frame.pixels.shape[-1]}] (the padded "
                              f"image size), got {tuple(masks.shape)}")
@@ -214,14 +216,18 @@ class UniRefModel(nn.Module):
         return Detections(logits, boxes, before[..., :2], params, ious, out, srcs)
 
     def mask_features_of(self, det: Detections, frame: FrameFeatures) -> torch.Tensor:
-        """Stride-4 mask features ``[B, mask_dim, Hp/4, Wp/4]`` from the encoder memory and ``res2``."""
+        """Stride-4 mask features ``[B, mask_dim, Hp/4, Wp/4]`` from the encoder memory and ``res2`` (when the
+        rows are one frame repeated, its ``res2`` projection runs once and broadcasts)."""
         memory, shapes = det.transformer.memory, det.transformer.shapes
         b, _, c = memory.shape
         levels, start = [], 0
         for h, w in shapes[:3]:
             levels.append(memory[:, start : start + h * w].transpose(1, 2).reshape(b, c, h, w))
             start += h * w
-        return self.mask_features(levels, frame.res2)
+        res2 = frame.res2
+        if res2.shape[0] > 1 and res2.stride(0) == 0:  # FrameFeatures.expand: the same image in every row
+            res2 = res2[:1]
+        return self.mask_features(levels, res2)
 
     def mask_logits(self, features: torch.Tensor, det: Detections, frame: FrameFeatures,
                     queries: torch.Tensor | None = None) -> torch.Tensor:

@@ -132,7 +132,7 @@ class UniRefSegmenter(UniRefCheckpointMixin, ReferenceInferenceMixin, UniRefMode
         n = len(objects)
         if n == 0:
             raise ValueError("decode_objects needs at least one object")
-        rows = frame.select(torch.zeros(n, dtype=torch.long, device=self.device)) if len(frame) == 1 else frame
+        rows = frame.expand(n) if len(frame) == 1 else frame
         lang, mask = self.references(objects)
         det = self.detect(self.fuse(rows, lang, mask), rows, topk=topk)
         index, scores = self.choose_queries(det, task)
@@ -144,8 +144,7 @@ class UniRefSegmenter(UniRefCheckpointMixin, ReferenceInferenceMixin, UniRefMode
             upsampled.append(aligned_bilinear(logits[i : i + 1], 4) if vos else
                              F.interpolate(logits[i : i + 1], scale_factor=4, mode="bilinear", align_corners=False))
         rows_i = torch.arange(n, device=self.device)
-        decoded = Decoded(torch.cat(upsampled), scores, {"boxes": det.boxes[rows_i, index], "query": index,
-                                                         "stride4_logits": logits})
+        decoded = Decoded(torch.cat(upsampled), scores, {"boxes": det.boxes[rows_i, index], "query": index})
         return decoded, det, rows
 
     def choose_queries(self, det: Detections, task: str) -> tuple[torch.Tensor, torch.Tensor]:
