@@ -10,7 +10,7 @@ THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: setup demo test test-all lint clean
+.PHONY: setup demo demo-uniref test test-all lint clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
 		--num_cpu_threads_per_process $(THREADS) --mixed_precision no --dynamo_backend no recipes/train_sam_unifusion.py
+
+# the full UniRef++ model's default run (small preset from random weights, image + video stages) on the
+# same synthetic data and held-out split; writes outputs/uniref_default/{metrics.json,overlays/,tracked_video.gif,model/}
+demo-uniref: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
+		--num_cpu_threads_per_process $(THREADS) --mixed_precision no --dynamo_backend no recipes/train_uniref.py
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)

@@ -23,7 +23,15 @@ import torch
 from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
 from unifusion_sam.fusion import UniFusionConfig
 from unifusion_sam.sam import build_sam, load_preset, wrap_sam
-from unifusion_sam.training import DataSource, MixtureDataset, build_source, collate, compute_loss, parameter_groups
+from unifusion_sam.training import (
+    DataSource,
+    MixtureDataset,
+    SamSamplePrep,
+    build_source,
+    collate,
+    compute_loss,
+    parameter_groups,
+)
 
 
 def one_step_iou(model, videos: SyntheticDataset) -> float:
@@ -49,7 +57,7 @@ def train_and_score(match_logit: float, pos_logit: float, steps: int, batch_size
     model.train()
     model.text_encoder.freeze()
     source = build_source(DataSource(kind="synthetic", task="vos"), 128, 0)
-    data = MixtureDataset([source], [1.0], model.transform, length=steps * batch_size,
+    data = MixtureDataset([source], [1.0], SamSamplePrep(model.transform), length=steps * batch_size,
                           batch_size=batch_size, seed=0, stage="video")
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate, num_workers=1)
     optimizer = torch.optim.AdamW(parameter_groups(model, lr=1e-3, text_lr=0.0, weight_decay=0.05), lr=1e-3)

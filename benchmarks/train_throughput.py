@@ -18,13 +18,20 @@ import time
 import torch
 
 from unifusion_sam.sam import build_sam, wrap_sam
-from unifusion_sam.training import MixtureDataset, TrainEmbeddingCache, build_source, collate, compute_loss
+from unifusion_sam.training import (
+    MixtureDataset,
+    SamSamplePrep,
+    TrainEmbeddingCache,
+    build_source,
+    collate,
+    compute_loss,
+)
 from unifusion_sam.training.config import DataSource
 
 
 def make_batches(model, steps: int, batch_size: int, pool: int) -> list:
     sources = [build_source(DataSource(task=t, options={"pool": pool}), 128, 0) for t in ("ris", "fss", "vos")]
-    data = MixtureDataset(sources, [1, 1, 1], model.transform, length=steps * batch_size,
+    data = MixtureDataset(sources, [1, 1, 1], SamSamplePrep(model.transform), length=steps * batch_size,
                           batch_size=batch_size, seed=0, stage="bench", flip_prob=0.0)
     return [collate([data[i * batch_size + j] for j in range(batch_size)]) for i in range(steps)]
 

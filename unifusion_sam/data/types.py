@@ -31,6 +31,10 @@ class RefSample:
     - ``text``: referring sentence (RIS / RVOS), else ``None``.
     - ``ref_images`` / ``ref_masks``: K reference pairs (FSS supports, VOS/RVOS earlier frames),
       each ``Hk x Wk x 3`` uint8 / ``Hk x Wk`` bool; empty for RIS.
+    - detection samples (``task="det"``, the full UniRef++ model's stages 1 and 2): every object of the
+      image, ``boxes`` ``N x 4`` float32 pixel ``x0, y0, x1, y1``, ``labels`` ``N`` int64 (0-based
+      classes) and ``instance_masks`` ``N x H x W`` bool, or ``None`` for box-only data (Objects365);
+      ``mask`` is then the union of the objects.
     """
 
     task: str
@@ -40,6 +44,9 @@ class RefSample:
     ref_images: list[np.ndarray] = field(default_factory=list)
     ref_masks: list[np.ndarray] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    boxes: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    instance_masks: np.ndarray | None = None
 
 
 @dataclass
@@ -106,3 +113,27 @@ class VideoRecord:
             expressions=dict(self.expressions),
             meta=copy.deepcopy(self.meta),
         )
+
+
+@dataclass
+class DetectionRecord:
+    """Detection record: every object of one image (Objects365, COCO instances), for the full UniRef++
+    model's detection data.
+
+    - ``image``: a path (or an ``H x W x 3`` uint8 array once materialized).
+    - ``boxes``: ``N x 4`` float32 pixel ``x0, y0, x1, y1`` (converted from COCO ``x, y, w, h``,
+      clipped to the image), ``labels``: ``N`` int64 contiguous 0-based class indices (the reader's
+      ``categories[label]``).
+    - ``masks``: ``N x H x W`` bool instance masks, or ``None`` for box-only data (Objects365).
+    - ``image_id``: the dataset's image id; ``meta``: reader-specific (split, image size, ann ids).
+    """
+
+    image: ImageLike
+    boxes: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray | None
+    image_id: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])

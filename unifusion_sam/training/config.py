@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -18,16 +18,31 @@ from ..config import JsonConfig, check_choice, check_positive_int
 STAGES = ("image", "video")
 SOURCE_KINDS = (
     "synthetic", "refcoco", "fss1000", "davis2017", "youtube_vos", "lvos", "mose", "ref_youtube_vos",
-    "ref_davis17", "coco",
+    "ref_davis17", "coco", "objects365", "ovis",
 )
-VIDEO_KINDS = ("davis2017", "youtube_vos", "lvos", "mose", "ref_youtube_vos", "ref_davis17")
+VIDEO_KINDS = ("davis2017", "youtube_vos", "lvos", "mose", "ref_youtube_vos", "ref_davis17", "ovis")
+
+
+def check_sizes(where: str, min_sizes, max_size) -> tuple[tuple[int, ...], int | None]:
+    """Validate a scale-jitter setting: a list of shorter-side sizes and an optional longer-side cap."""
+    if isinstance(min_sizes, int) and not isinstance(min_sizes, bool):
+        min_sizes = (min_sizes,)
+    if not isinstance(min_sizes, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                           for v in min_sizes):
+        raise ValueError(f"{where}.min_sizes must be a list of positive ints, got {min_sizes!r}")
+    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0):
+        raise ValueError(f"{where}.max_size must be a positive int or null, got {max_size!r}")
+    if max_size is not None and min_sizes and max(min_sizes) > max_size:
+        raise ValueError(f"{where}.max_size {max_size} is smaller than the largest of min_sizes {list(min_sizes)}")
+    return tuple(min_sizes), max_size
 
 
 @dataclass
 class DataSource(JsonConfig):
     """One dataset of the mixture: ``kind`` (see ``SOURCE_KINDS``), ``task`` for synthetic data and
     for readers that serve several tasks, a sampling ``ratio``, a ``root`` folder for real datasets and
-    reader-specific ``options`` (e.g. ``{"dataset": "refcoco+", "image_dir": ...}``). Video sources
+    reader-specific ``options`` (e.g. ``{"dataset": "refcoco+", "image_dir": ...}``); for the full
+    UniRef++ model, ``min_sizes`` / ``max_size`` override the stage's scale jitter for this source. Video sources
     (and synthetic ``vos`` / ``rvos``) also take ``options.first_ref``: the object's first frame
     becomes a second reference, as in tracking."""
 
@@ -37,10 +52,16 @@ class DataSource(JsonConfig):
     root: str | None = None
     split: str = "train"
     options: dict = field(default_factory=dict)
+    min_sizes: tuple[int, ...] = ()
+    max_size: int | None = None
 
     def __post_init__(self) -> None:
         check_choice("data.kind", self.kind, SOURCE_KINDS)
-        check_choice("data.task", self.task, ("ris", "fss", "vos", "rvos", "pseudo_vos"))
+        self.min_sizes, self.max_size = check_sizes("data", self.min_sizes, self.max_size)
+        check_choice("data.task", self.task, ("ris", "fss", "vos", "rvos", "pseudo_vos", "det"))
+        if self.kind == "objects365" and self.task != "det":
+            raise ValueError(f"data source 'objects365' is detection data (boxes only): task must be 'det', "
+                             f"got {self.task!r}")
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or self.ratio < 0:
             raise ValueError(f"data.ratio must be a number >= 0, got {self.ratio!r}")
         if self.kind != "synthetic":
@@ -59,7 +80,10 @@ class DataSource(JsonConfig):
 
 @dataclass
 class StageConfig(JsonConfig):
-    """One training stage: its steps, base learning rate, whether the text encoder trains, and its data."""
+    """One training stage: its steps, base learning rate, whether the text encoder trains, and its data.
+    The full UniRef++ model also takes the scale jitter: each sample's shorter side is drawn from
+    ``min_sizes`` and its longer side capped at ``max_size`` (empty: the model's test size for the task);
+    the SAM family resizes to its fixed input size and rejects them."""
 
     steps: int = 100
     lr: float = 1e-4
@@ -67,8 +91,11 @@ class StageConfig(JsonConfig):
     train_text_encoder: bool = True
     decay_steps: tuple[int, ...] = ()
     data: list = field(default_factory=list)
+    min_sizes: tuple[int, ...] = ()
+    max_size: int | None = None
 
     def __post_init__(self) -> None:
+        self.min_sizes, self.max_size = check_sizes("stage", self.min_sizes, self.max_size)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
             raise ValueError(f"steps must be an int >= 0, got {self.steps!r}")
         for name in ("lr", "text_lr"):
@@ -112,17 +139,16 @@ class StandInConfig(JsonConfig):
 
 
 @dataclass
-class TrainConfig(JsonConfig):
-    """Everything the recipe needs. ``stage`` picks ``image``, ``video`` or ``both`` (in sequence)."""
+class RunConfig(JsonConfig):
+    """What every family's recipe shares: output, seed, the stages and their data, batch, optimiser,
+    checkpoints, logging and the held-out synthetic evaluation. ``stage`` names the stages to run, in
+    order: one of :attr:`STAGES`, several joined by ``+`` (``image+video``), or ``ALL``."""
+
+    STAGES: ClassVar[tuple[str, ...]] = STAGES
+    ALL: ClassVar[str] = "both"
 
     output_dir: str = "outputs/default"
     seed: int = 0
-    sam: str = "tiny"
-    sam_checkpoint: str | None = None
-    sam_image_size: int | None = None
-    stand_in: StandInConfig = field(default_factory=StandInConfig)
-    adapter: str | None = None
-    adapter_overrides: dict = field(default_factory=dict)
     stage: str = "both"
     image: StageConfig = field(default_factory=StageConfig)
     video: StageConfig = field(default_factory=StageConfig)
@@ -134,7 +160,6 @@ class TrainConfig(JsonConfig):
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
     num_workers: int = 1
-    embedding_cache: int = 4096
     flip_prob: float = 0.5
     save_every: int = 200
     keep_checkpoints: int = 2
@@ -147,38 +172,82 @@ class TrainConfig(JsonConfig):
     deterministic: bool = False
 
     def __post_init__(self) -> None:
-        check_choice("stage", self.stage, (*STAGES, "both"))
+        self.stage_names()  # validates ``stage``
         check_choice("mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
         check_choice("tracker", self.tracker, ("tensorboard", "none"))
         for name in ("batch_size", "grad_accum", "save_every", "log_every", "synthetic_image_size"):
             check_positive_int(name, getattr(self, name))
-        for name, kind in (("image", StageConfig), ("video", StageConfig), ("stand_in", StandInConfig)):
+        for name in self.STAGES:
             value = getattr(self, name)
             if isinstance(value, dict):
-                setattr(self, name, kind.from_dict(value))
+                setattr(self, name, StageConfig.from_dict(value))
+        for name, stage in self.stages():
+            for d in stage.data:
+                self.check_source(name, d)
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 0):
             raise ValueError(f"max_steps must be an int >= 0 or None, got {self.max_steps!r}")
-        if self.sam_checkpoint is not None and not os.path.isfile(self.sam_checkpoint):
-            raise FileNotFoundError(f"sam_checkpoint does not exist: {self.sam_checkpoint}")
+
+    def check_source(self, stage: str, source: DataSource) -> None:
+        """A family rejects data it cannot train on (called for every source of the stages to run)."""
+        if source.task == "det":
+            raise ValueError(f"{stage} stage: detection data (task 'det', {source.kind}) trains the full UniRef++ "
+                             f"model only (recipes/train_uniref.py)")
+
+    def stage_names(self) -> list[str]:
+        names = list(self.STAGES) if self.stage == self.ALL else str(self.stage).split("+")
+        for n in names:
+            if n not in self.STAGES:
+                raise ValueError(f"stage must be one of {[*self.STAGES, self.ALL]} or several joined by '+', "
+                                 f"got {self.stage!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage {self.stage!r} names a stage twice")
+        return sorted(names, key=self.STAGES.index)
 
     def stages(self) -> list[tuple[str, StageConfig]]:
         """The stages to run, in order, with ``max_steps`` (if set) capping each stage's steps."""
-        names = list(STAGES) if self.stage == "both" else [self.stage]
         out = []
-        for name in names:
+        for name in self.stage_names():
             stage = getattr(self, name)
+            if isinstance(stage, dict):
+                stage = StageConfig.from_dict(stage)
             if self.max_steps is not None:
                 stage = dataclasses.replace(stage, steps=min(stage.steps, self.max_steps))
             out.append((name, stage))
         return out
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
+    def from_yaml(cls, path: str | os.PathLike):
         with open(path) as fh:
             data = yaml.safe_load(fh) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a training config must be a mapping, got {type(data).__name__}")
         return cls.from_dict(data)
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """The UniFusion-SAM recipe: which SAM (``sam``, ``sam_checkpoint``, ``sam_image_size``; a random one
+    is first pre-trained by ``stand_in``), the adapter preset and its overrides, and the frozen-encoder
+    embedding cache. ``stage`` picks ``image``, ``video`` or ``both`` (in sequence)."""
+
+    sam: str = "tiny"
+    sam_checkpoint: str | None = None
+    sam_image_size: int | None = None
+    stand_in: StandInConfig = field(default_factory=StandInConfig)
+    adapter: str | None = None
+    adapter_overrides: dict = field(default_factory=dict)
+    embedding_cache: int = 4096
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stand_in, dict):
+            self.stand_in = StandInConfig.from_dict(self.stand_in)
+        super().__post_init__()
+        for name, stage in self.stages():
+            if stage.min_sizes or stage.max_size or any(d.min_sizes or d.max_size for d in stage.data):
+                raise ValueError(f"{name} stage: min_sizes / max_size (scale jitter) are for the full UniRef++ "
+                                 f"model; a SAM takes images at its fixed input size")
+        if self.sam_checkpoint is not None and not os.path.isfile(self.sam_checkpoint):
+            raise FileNotFoundError(f"sam_checkpoint does not exist: {self.sam_checkpoint}")
 
 
 def flat_fields(cfg: JsonConfig, prefix: str = "") -> dict[str, Any]:
@@ -193,7 +262,7 @@ def flat_fields(cfg: JsonConfig, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def apply_overrides(cfg: TrainConfig, overrides: dict[str, str]) -> TrainConfig:
+def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
     """Set dotted fields from strings (parsed as YAML scalars: ``1e-4``, ``true``, ``[1, 2]``, ``null``)."""
     data = cfg.to_dict()
     valid = flat_fields(cfg)
@@ -212,4 +281,4 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, str]) -> TrainConfig:
         for p in parts[:-1]:
             node = node[p]
         node[parts[-1]] = value
-    return TrainConfig.from_dict(data)
+    return type(cfg).from_dict(data)

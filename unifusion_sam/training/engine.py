@@ -11,7 +11,7 @@ from collections import OrderedDict
 import torch
 
 from ..losses import LossWeights, segmentation_loss
-from .samples import TrainBatch
+from .samples import PreparedSample, SamSamplePrep, TrainBatch, collate
 
 
 class TrainEmbeddingCache:
@@ -96,3 +96,27 @@ def compute_loss(model, batch: TrainBatch, cache: TrainEmbeddingCache | None, we
     out = model(sam_batch)
     return segmentation_loss(out.logits, out.scores, batch.targets.to(out.logits.device),
                              batch.valid.to(out.logits.device), weights)
+
+
+class SamTrainFamily:
+    """The UniFusion-SAM family for :func:`~unifusion_sam.training.loop.train_stages`: samples at the SAM's
+    input size, the frozen encoder's embeddings from ``cache``, the segmentation loss, and the text
+    transformer training only in stages that say so (and only when the adapter config includes it)."""
+
+    def __init__(self, transform, cache: TrainEmbeddingCache | None) -> None:
+        self.transform = transform
+        self.cache = cache
+
+    def sample_prep(self, stage_name: str, stage) -> SamSamplePrep:
+        return SamSamplePrep(self.transform)
+
+    def collate(self, samples: list[PreparedSample]) -> TrainBatch:
+        return collate(samples)
+
+    def loss(self, model, batch: TrainBatch) -> dict[str, torch.Tensor]:
+        return compute_loss(model, batch, self.cache)
+
+    def start_stage(self, model, stage_name: str, stage) -> None:
+        if model.text_encoder is not None:
+            train_text = stage.train_text_encoder and model.config.text.trainable
+            model.text_encoder.unfreeze() if train_text else model.text_encoder.freeze()

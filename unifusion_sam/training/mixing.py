@@ -10,13 +10,18 @@ like any map-style dataset (process p takes batches p, p + N, ...).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..sam.transforms import SamTransform
-from .samples import PreparedSample, prepare
+from ..data.types import RefSample
 from .sources import Source
+
+SamplePrep = Callable[[RefSample, np.random.Generator, float], Any]
+"""A family's per-sample transform (runs in data-loader workers, so it must pickle): ``(sample, rng,
+flip_prob) -> prepared sample``; e.g. :class:`~unifusion_sam.training.samples.SamSamplePrep`."""
 
 
 def _rng(*parts: int | str) -> np.random.Generator:
@@ -25,13 +30,14 @@ def _rng(*parts: int | str) -> np.random.Generator:
 
 
 class MixtureDataset(torch.utils.data.Dataset):
-    """``length`` prepared samples drawn from ``sources`` with probabilities proportional to ``ratios``."""
+    """``length`` prepared samples drawn from ``sources`` with probabilities proportional to ``ratios``,
+    each turned into the model family's tensors by ``prepare``."""
 
     def __init__(
         self,
         sources: list[Source],
         ratios: list[float],
-        transform: SamTransform,
+        prepare: SamplePrep,
         *,
         length: int,
         batch_size: int,
@@ -46,7 +52,7 @@ class MixtureDataset(torch.utils.data.Dataset):
             raise ValueError(f"data ratios are all zero: {ratios}")
         self.sources = sources
         self.probs = np.asarray(ratios, dtype=np.float64) / total
-        self.transform = transform
+        self.prepare = prepare
         self.length = length
         self.batch_size = batch_size
         self.seed = seed
@@ -59,9 +65,11 @@ class MixtureDataset(torch.utils.data.Dataset):
     def source_of_batch(self, batch_index: int) -> int:
         return int(_rng(self.seed, self.stage, "batch", batch_index).choice(len(self.sources), p=self.probs))
 
-    def __getitem__(self, g: int) -> PreparedSample:
-        source = self.sources[self.source_of_batch(g // self.batch_size)]
+    def __getitem__(self, g: int):
+        index = self.source_of_batch(g // self.batch_size)
+        source = self.sources[index]
         rng = _rng(self.seed, self.stage, "item", int(g))
         sample = source.sample(rng)
         sample.meta["source"] = source.name
-        return prepare(sample, self.transform, rng, self.flip_prob)
+        sample.meta["source_index"] = index
+        return self.prepare(sample, rng, self.flip_prob)

@@ -57,7 +57,8 @@ def augment(sample: RefSample, rng: np.random.Generator, flip_prob: float) -> tu
     if sample.task == "pseudo_vos":
         ref_img, ref_mask = random_affine(sample.image, sample.mask, rng)
         img, mask = random_affine(sample.image, sample.mask, rng)
-        sample = RefSample("vos", img, mask, None, [ref_img], [ref_mask], {**sample.meta, "cacheable": False})
+        task = "vos" if sample.text is None else "rvos"  # a sentence makes it a referring pseudo-video
+        sample = RefSample(task, img, mask, sample.text, [ref_img], [ref_mask], {**sample.meta, "cacheable": False})
     flip = bool(rng.random() < flip_prob)
     if not flip:
         return sample, False
@@ -69,7 +70,17 @@ def augment(sample: RefSample, rng: np.random.Generator, flip_prob: float) -> tu
         ref_images=[np.ascontiguousarray(r[:, ::-1]) for r in sample.ref_images],
         ref_masks=[np.ascontiguousarray(m[:, ::-1]) for m in sample.ref_masks],
         meta=sample.meta,
+        boxes=None if sample.boxes is None else _flip_boxes(sample.boxes, sample.image.shape[1]),
+        labels=sample.labels,
+        instance_masks=None if sample.instance_masks is None else np.ascontiguousarray(sample.instance_masks[:, :, ::-1]),
     ), True
+
+
+def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    """``[N, 4]`` pixel ``x0, y0, x1, y1`` mirrored left-right in an image ``width`` wide."""
+    out = boxes.copy()
+    out[:, 0], out[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
+    return out
 
 
 def prepare(sample: RefSample, transform: SamTransform, rng: np.random.Generator, flip_prob: float) -> PreparedSample:
@@ -99,6 +110,16 @@ def prepare(sample: RefSample, transform: SamTransform, rng: np.random.Generator
         key=(key + suffix) if (cacheable and key) else None,
         ref_keys=[(k + suffix) if (cacheable and k) else None for k in ref_keys],
     )
+
+
+class SamSamplePrep:
+    """The SAM family's :data:`~unifusion_sam.training.mixing.SamplePrep`: :func:`prepare` at a SAM's input size."""
+
+    def __init__(self, transform: SamTransform) -> None:
+        self.transform = transform
+
+    def __call__(self, sample: RefSample, rng: np.random.Generator, flip_prob: float) -> PreparedSample:
+        return prepare(sample, self.transform, rng, flip_prob)
 
 
 TRACKING_TASKS = ("vos", "rvos")  # references are earlier frames of the query's video

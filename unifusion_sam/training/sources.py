@@ -7,7 +7,9 @@
   YouTube-VOS, LVOS, MOSE, synthetic); with ``options.first_ref`` the object's first frame is a
   second reference, as the tracker uses at inference (first frame + previous frame);
 - RVOS: the same with the object's sentence; 40% of samples use the language only;
-- pseudo-VOS: one image, two augmentations (COCO instances, RefCOCO, synthetic scenes).
+- pseudo-VOS: one image, two augmentations (COCO instances, RefCOCO, synthetic scenes);
+- detection (the full UniRef++ model): every object of an image with its box (and mask), synthetic scenes
+  (class-agnostic).
 Samples carry cache keys (``meta["key"]``, ``meta["ref_keys"]``) naming their images.
 """
 
@@ -21,6 +23,17 @@ from .config import DataSource
 
 RVOS_LANGUAGE_ONLY = 0.4
 MAX_FRAME_GAP = 10
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """``[N, H, W]`` bool -> ``[N, 4]`` float32 pixel boxes ``x0, y0, x1, y1`` (``x1`` / ``y1`` one past the
+    last pixel, as detectron2's ``BitMasks.get_bounding_boxes``); an empty mask gives zeros."""
+    out = np.zeros((len(masks), 4), np.float32)
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m)
+        if len(xs):
+            out[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    return out
 
 
 class Source:
@@ -42,7 +55,7 @@ class SyntheticSource(Source):
         options = dict(cfg.options)
         self.pool = int(options.pop("pool", 4000))
         self.first_ref = options.pop("first_ref", False)  # validated by DataSource
-        task = "ris" if cfg.task == "pseudo_vos" else cfg.task
+        task = "ris" if cfg.task in ("pseudo_vos", "det") else cfg.task
         config = SyntheticConfig(seed=seed, image_size=(image_size, image_size), **options)
         self.dataset = SyntheticDataset(cfg.split, task, self.pool, config)
         self.task = cfg.task
@@ -50,6 +63,13 @@ class SyntheticSource(Source):
 
     def sample(self, rng: np.random.Generator) -> RefSample:
         i = int(rng.integers(self.pool))
+        if self.task == "det":  # every visible object of the scene, class-agnostic
+            rec = self.dataset.scene(i)
+            labels = rec.meta["label_map"]
+            ids = [k for k in np.unique(labels) if k > 0]
+            masks = np.stack([labels == k for k in ids]) if ids else np.zeros((0, *labels.shape), bool)
+            return RefSample("det", rec.image, labels > 0, meta={"key": f"{self.name}:{self.dataset.split}:{i}"},
+                             boxes=mask_boxes(masks), labels=np.zeros(len(ids), np.int64), instance_masks=masks)
         video = self.task in ("vos", "rvos")
         s = self.dataset.video_sample(i, first_ref=self.first_ref) if video else self.dataset[i]
         key = f"{self.name}:{self.dataset.split}:{i}"
@@ -65,7 +85,8 @@ class SyntheticSource(Source):
 
 
 class RefCOCOSource(Source):
-    """RefCOCO/+/g sentences (RIS) or pseudo-videos of their objects (``task: pseudo_vos``)."""
+    """RefCOCO/+/g sentences (RIS) or pseudo-videos of their objects (``task: pseudo_vos``; ``task: rvos``
+    keeps the sentence, a referring pseudo-video)."""
 
     def __init__(self, cfg: DataSource) -> None:
         from ..data.readers import RefCOCO
@@ -80,6 +101,8 @@ class RefCOCOSource(Source):
         meta = {"key": f"img:{rec.image}", "ref_id": rec.ref_id}
         if self.task == "pseudo_vos":
             return RefSample("pseudo_vos", image, rec.mask, meta=meta)
+        if self.task == "rvos":  # a pseudo-video with its sentence (the UniRef++ video stage's RefCOCO)
+            return RefSample("pseudo_vos", image, rec.mask, rec.sentence, meta=meta)
         return RefSample("ris", image, rec.mask, rec.sentence, meta=meta)
 
 
@@ -168,6 +191,29 @@ class COCOSource(Source):
         return RefSample("pseudo_vos", image, rec.mask, meta={"key": None})
 
 
+class DetectionSource(Source):
+    """Detection samples for the full UniRef++ model from a reader of
+    :class:`~unifusion_sam.data.types.DetectionRecord` s (Objects365: boxes only; COCO with
+    ``task: det``: boxes and masks): one image with every object: ``boxes`` ``N x 4`` float32 pixel
+    ``x0, y0, x1, y1``, ``labels`` ``N`` int64 (the reader's ``categories``), ``instance_masks``
+    ``N x H x W`` bool or ``None`` (box-only), ``mask`` their union (all-False when box-only)."""
+
+    def __init__(self, reader, name: str) -> None:
+        self.reader = reader
+        self.name = name
+
+    def sample(self, rng: np.random.Generator) -> RefSample:
+        from ..data.readers import materialize
+
+        rec = self.reader[int(rng.integers(len(self.reader)))]
+        key = f"img:{rec.image}"
+        rec = materialize(rec)  # checks the image against the annotated size and the masks
+        masks = rec.masks
+        union = masks.any(axis=0) if masks is not None else np.zeros(rec.image.shape[:2], bool)
+        return RefSample("det", rec.image, union, meta={"key": key, "image_id": rec.image_id},
+                         boxes=rec.boxes, labels=rec.labels, instance_masks=masks)
+
+
 def build_source(cfg: DataSource, image_size: int, seed: int) -> Source:
     """The :class:`Source` for one configured dataset (readers fail early on missing folders)."""
     from ..data import readers
@@ -178,11 +224,16 @@ def build_source(cfg: DataSource, image_size: int, seed: int) -> Source:
         return RefCOCOSource(cfg)
     if cfg.kind == "fss1000":
         return FSS1000Source(cfg)
+    if cfg.kind == "objects365":
+        return DetectionSource(readers.Objects365(cfg.root, split=cfg.split, **cfg.options), "objects365")
+    if cfg.kind == "coco" and cfg.task == "det":
+        return DetectionSource(readers.COCODetection(cfg.root, split=cfg.split, **cfg.options), "coco-det")
     if cfg.kind == "coco":
         return COCOSource(cfg)
     video_readers = {
         "davis2017": readers.DAVIS2017, "youtube_vos": readers.YouTubeVOS, "lvos": readers.LVOS,
         "mose": readers.MOSE, "ref_youtube_vos": readers.RefYouTubeVOS, "ref_davis17": readers.RefDAVIS17,
+        "ovis": readers.OVIS,
     }
     options = dict(cfg.options)
     first_ref = options.pop("first_ref", False)  # validated by DataSource

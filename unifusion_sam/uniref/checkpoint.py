@@ -59,7 +59,7 @@ def build_text_encoder(config, folder: Path | None):
     if folder is not None and (folder / TEXT_CONFIG_NAME).is_file():
         data = json.loads((folder / TEXT_CONFIG_NAME).read_text(encoding="utf-8"))
         hf_config = AutoConfig.for_model(**data)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), config=hf_config)  # not the folder's config.json (ours)
     else:
         path = resolve_text_model(config.model_name_or_path)
         hf_config = AutoConfig.from_pretrained(path)

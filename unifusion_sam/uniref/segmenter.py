@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, box_convert
 
-from ..encoders.text import TextReferenceEncoder
+from ..encoders.text import TextFeatures, TextReferenceEncoder
 from ..fusion.unifusion import ReferenceTokens
 from ..interface import (
     TASKS,
@@ -38,8 +38,10 @@ from ..interface import (
 )
 from .checkpoint import UniRefCheckpointMixin
 from .config import UniRefConfig, load_uniref_preset
+from .criterion import LayerOutput
 from .layers import aligned_bilinear
-from .model import Detections, FrameFeatures, UniRefModel
+from .model import Detections, FrameFeatures, UniRefModel, layer_outputs
+from .training import UniRefBatch
 from .transforms import padding_mask, prepare_image, prepare_mask
 
 
@@ -78,6 +80,35 @@ class UniRefSegmenter(UniRefCheckpointMixin, ReferenceInferenceMixin, UniRefMode
         if len(sizes) != 1:
             raise ValueError(f"reference frames must share one padded size, got {sorted(sizes)}")
         return self.encode_mask_reference(FrameFeatures.cat(list(frames)), masks.to(self.device))
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: UniRefBatch) -> tuple[list[LayerOutput], tuple[torch.Tensor, torch.Tensor]]:
+        """The training forward of a collated :class:`~unifusion_sam.uniref.training.UniRefBatch` (``B``
+        samples): backbone on the images and their reference frames, each sample's sentence and / or mask
+        references fused by UniFusion, the transformer, and every decoder layer's outputs with their SimOTA
+        matches (:func:`~unifusion_sam.uniref.model.layer_outputs`). Detection samples (no references) skip
+        fusion. Returns (layers, (proposal logits ``[B, Q, K]``, proposal boxes ``[B, Q, 4]``))."""
+        frame = self.encode_images(batch.pixels, batch.padding, batch.image_sizes)
+        lang = mask = None
+        if batch.ref_owner or any(batch.texts):
+            present = [t for t in batch.texts if t]
+            text = self.encode_text(present) if present else None
+            refs = None
+            if batch.ref_owner:
+                ref_frame = self.encode_images(batch.ref_pixels, batch.ref_padding, batch.ref_sizes)
+                refs = self.encode_mask_reference(ref_frame, batch.ref_masks)
+            objects, row = [], 0
+            for i, sentence in enumerate(batch.texts):
+                words = None
+                if sentence:
+                    words = TextFeatures(text.words[row : row + 1], text.padding_mask[row : row + 1],
+                                         text.pooled[row : row + 1])
+                    row += 1
+                masks = [refs[j] for j, owner in enumerate(batch.ref_owner) if owner == i]
+                objects.append(ObjectQuery(text=words, masks=masks))
+            lang, mask = self.references(objects)
+        det = self.detect(self.fuse(frame, lang, mask), frame)
+        return layer_outputs(self, det, frame, batch.targets, vos=batch.vos)
 
     # ------------------------------------------------------------------ decoding
     def references(self, objects: Sequence[ObjectQuery]) -> tuple[ReferenceTokens | None, list[ReferenceTokens] | None]:

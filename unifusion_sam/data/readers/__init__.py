@@ -8,10 +8,12 @@ label maps agree with their images and objects.
 """
 
 from ._common import VOID_LABEL, Reader, load_video_annotation, load_video_frame, materialize
-from .coco import COCO_SPLITS, COCOInstances, InstanceRecord, decode_coco_segmentation
+from .coco import COCO_SPLITS, COCODetection, COCOInstances, InstanceRecord, decode_coco_segmentation
 from .davis import DAVIS2017, DAVIS_SPLITS, RefDAVIS17, read_ref_davis_file
 from .fss1000 import FSS1000, FSS1000_SPLITS, fss1000_split_classes
 from .hf import HFSegmentation
+from .objects365 import OBJECTS365_IMAGE_LAYOUTS, OBJECTS365_SPLITS, Objects365, objects365_image_path
+from .ovis import OVIS, OVIS_SPLITS, RLELabelMap
 from .ref_youtube_vos import REF_YOUTUBE_VOS_SPLITS, RefYouTubeVOS
 from .refcoco import REFCOCO_DATASETS, REFCOCO_SPLITS, RefCOCO, load_refs_pickle
 from .youtube_vos import LVOS, MOSE, YOUTUBE_VOS_SPLITS, VOSFolder, YouTubeVOS
@@ -20,11 +22,15 @@ __all__ = [
     "COCO_SPLITS",
     "DAVIS_SPLITS",
     "FSS1000_SPLITS",
+    "OBJECTS365_IMAGE_LAYOUTS",
+    "OBJECTS365_SPLITS",
+    "OVIS_SPLITS",
     "REFCOCO_DATASETS",
     "REFCOCO_SPLITS",
     "REF_YOUTUBE_VOS_SPLITS",
     "VOID_LABEL",
     "YOUTUBE_VOS_SPLITS",
+    "COCODetection",
     "COCOInstances",
     "DAVIS2017",
     "FSS1000",
@@ -32,6 +38,9 @@ __all__ = [
     "InstanceRecord",
     "LVOS",
     "MOSE",
+    "OVIS",
+    "Objects365",
+    "RLELabelMap",
     "RefCOCO",
     "RefDAVIS17",
     "RefYouTubeVOS",
@@ -44,5 +53,6 @@ __all__ = [
     "load_video_annotation",
     "load_video_frame",
     "materialize",
+    "objects365_image_path",
     "read_ref_davis_file",
 ]

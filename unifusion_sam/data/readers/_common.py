@@ -40,7 +40,7 @@ __all__ = [
     "load_video_frame",
     "materialize",
 ]
-from ..types import FewShotEpisode, VideoRecord
+from ..types import DetectionRecord, FewShotEpisode, VideoRecord
 
 VOID_LABEL = 255
 """Label-map value for "void / ignore" pixels (DAVIS / LVOS evaluation convention); never an object id."""
@@ -228,11 +228,19 @@ def load_video_frame(record: VideoRecord, index: int) -> np.ndarray:
 def load_video_annotation(record: VideoRecord, index: int) -> np.ndarray:
     """Label map of frame ``index`` as ``H x W`` uint8, checked against ``record.object_ids``.
 
-    Raises :class:`DataError` naming the PNG if it holds an id that is not one of the record's
-    objects (0 = background and 255 = void are allowed) or if its size differs from the frame's.
+    An annotation entry is an ``H x W`` array, a path to a palette PNG, or a callable taking no
+    argument that returns the ``H x W`` label map (built lazily, e.g. from RLEs; its ``str`` names
+    the source in errors). Raises :class:`DataError` naming the PNG (or source) if it holds an id
+    that is not one of the record's objects (0 = background and 255 = void are allowed) or if its
+    size differs from the frame's.
     """
     ann = record.annotations[index]
-    label = np.asarray(ann) if isinstance(ann, np.ndarray) else load_label_map(ann)
+    if isinstance(ann, np.ndarray):
+        label = np.asarray(ann)
+    elif callable(ann):
+        label = np.asarray(ann())
+    else:
+        label = load_label_map(ann)
     unknown = label_ids(label) - set(record.object_ids)
     if unknown:
         raise DataError(
@@ -262,8 +270,26 @@ def materialize(record: Any) -> Any:
             _check_mask(mask, arr, "support mask", img)
             supports.append(arr)
         return dataclasses.replace(record, query_image=query, support_images=supports)
+    if isinstance(record, DetectionRecord):
+        return _materialize_detection(record)
     if dataclasses.is_dataclass(record) and hasattr(record, "image") and hasattr(record, "mask"):
         image = _load_image(record.image)
         _check_mask(record.mask, image, "mask", record.image)
         return dataclasses.replace(record, image=image)
     raise TypeError(f"cannot materialize a {type(record).__name__}")
+
+
+def _materialize_detection(record: DetectionRecord) -> DetectionRecord:
+    """Load the image; check it against the annotated size (``meta["height"]`` / ``["width"]``) and
+    the ``N x 4`` boxes, ``N`` labels and ``N x H x W`` masks against each other."""
+    image = _load_image(record.image)
+    size = (record.meta.get("height"), record.meta.get("width"))
+    if None not in size and image.shape[:2] != size:
+        raise DataError(f"image {record.image} is {image.shape[:2]} but its annotations are for {size}")
+    n = len(record.boxes)
+    if record.boxes.shape != (n, 4) or record.labels.shape != (n,):
+        raise DataError(f"image {record.image}: boxes {record.boxes.shape} / labels {record.labels.shape} "
+                        "are not N x 4 / N")
+    if record.masks is not None and record.masks.shape != (n, *image.shape[:2]):
+        raise DataError(f"image {record.image}: masks {record.masks.shape} are not {(n, *image.shape[:2])}")
+    return dataclasses.replace(record, image=image)

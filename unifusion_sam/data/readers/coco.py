@@ -1,4 +1,5 @@
-"""COCO instance annotations as per-object records (for pseudo-videos / VOS-style pretraining).
+"""COCO instance annotations as per-object records (for pseudo-videos / VOS-style pretraining) and
+as per-image detection records (:class:`COCODetection`, all instances of an image with boxes and labels).
 
 Layout read as distributed::
 
@@ -27,6 +28,7 @@ import numpy as np
 from ..io import DataError, handle_error
 from ..types import ImageLike
 from ._common import Reader, check_choice, check_root, load_json
+from ._detection import DetectionJSON
 
 COCO_SPLITS = ("train2017", "val2017", "train2014", "val2014")
 
@@ -238,3 +240,55 @@ class COCOInstances(Reader):
             area=float(ann.get("area", mask.sum())),
             meta={"iscrowd": bool(ann.get("iscrowd", 0)), "split": self.split},
         )
+
+
+class COCODetection(DetectionJSON):
+    """COCO instances per image (detection data of the full UniRef++ model's image stage).
+
+    Same files as :class:`COCOInstances` (``<root>/annotations/instances_<split>.json`` +
+    ``<root>/<split>/``, or ``annotation_file`` / ``image_dir``). One :class:`DetectionRecord` per
+    image with all its non-crowd instances: ``boxes`` from the COCO ``bbox`` (``x, y, w, h`` ->
+    clipped ``x0, y0, x1, y1``), ``labels`` = index of the sorted category ids (80 COCO classes ->
+    0..79; see :mod:`unifusion_sam.data.readers._detection`), ``masks`` ``N x H x W`` bool decoded
+    from the segmentations when the record is built (polygons unioned, RLEs; checked at indexing
+    time like :class:`COCOInstances`). Degenerate boxes are left out and images with no instance
+    left yield no record.
+    """
+
+    dataset = "coco"
+    with_segmentation = True
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        split: str | None = "train2017",
+        *,
+        annotation_file: str | os.PathLike | None = None,
+        image_dir: str | os.PathLike | None = None,
+        on_error: str = "raise",
+        verify: bool = False,
+    ) -> None:
+        super().__init__(on_error=on_error, verify=verify)
+        if root is None and (annotation_file is None or image_dir is None):
+            raise ValueError("give root (with split) or both annotation_file and image_dir")
+        if root is not None:
+            root = check_root(root)
+            if annotation_file is None or image_dir is None:
+                check_choice(split, COCO_SPLITS, "split")
+        if annotation_file is None:
+            annotation_file = root / "annotations" / f"instances_{split}.json"
+        self.image_dir = check_root(image_dir if image_dir is not None else root / split, "COCO image folder")
+        self._index(Path(annotation_file), split)
+        self._finish_init()
+
+    def _image_path(self, file_name: str) -> Path:
+        return self.image_dir / file_name
+
+    def _check_segmentation(self, ann: dict[str, Any], height: int, width: int, source: str) -> Any:
+        return check_coco_segmentation(ann.get("segmentation"), height, width, source)
+
+    def _decode_masks(self, segmentations: list[Any], ann_ids: list[int], height: int, width: int) -> np.ndarray:
+        masks = np.zeros((len(segmentations), height, width), dtype=bool)
+        for i, (segm, ann_id) in enumerate(zip(segmentations, ann_ids, strict=True)):
+            masks[i] = decode_coco_segmentation(segm, height, width, f"{self.annotation_file} ann {ann_id}")
+        return masks
