@@ -249,7 +249,7 @@ def test_boxinst_drives_the_mask_toward_the_box():
     for _ in range(50):
         layers, proposals = model(batch)
         terms = family.criterion(layers, proposals, batch.targets)
-        history.append((float(terms["loss_prj"]), *agreement(layers[-1])))
+        history.append((float(terms["loss_prj"].detach()), *agreement(layers[-1])))
         optimizer.zero_grad()
         sum(terms.values()).backward()
         torch.nn.utils.clip_grad_norm_(params, 0.1)
