@@ -127,6 +127,17 @@ def decode_coco_segmentation(segm: Any, height: int, width: int, source: str) ->
     return np.ascontiguousarray(mask.astype(bool))
 
 
+
+def _coco_root(root, split, annotation_file, image_dir):
+    """The checked root folder (``None`` when both ``annotation_file`` and ``image_dir`` are given)."""
+    if root is None and (annotation_file is None or image_dir is None):
+        raise ValueError("give root (with split) or both annotation_file and image_dir")
+    if root is not None:
+        root = check_root(root)
+        if annotation_file is None or image_dir is None:
+            check_choice(split, COCO_SPLITS, "split")
+    return root
+
 @dataclass
 class InstanceRecord:
     """One object of one image.
@@ -167,12 +178,7 @@ class COCOInstances(Reader):
         verify: bool = False,
     ) -> None:
         super().__init__(on_error=on_error, verify=verify)
-        if root is None and (annotation_file is None or image_dir is None):
-            raise ValueError("give root (with split) or both annotation_file and image_dir")
-        if root is not None:
-            root = check_root(root)
-            if annotation_file is None or image_dir is None:
-                check_choice(split, COCO_SPLITS, "split")
+        root = _coco_root(root, split, annotation_file, image_dir)
         self.split = split
         self.crowd = check_choice(crowd, ("skip", "include"), "crowd")
         if isinstance(min_area, bool) or not isinstance(min_area, (int, float)) or min_area < 0:
@@ -269,12 +275,7 @@ class COCODetection(DetectionJSON):
         verify: bool = False,
     ) -> None:
         super().__init__(on_error=on_error, verify=verify)
-        if root is None and (annotation_file is None or image_dir is None):
-            raise ValueError("give root (with split) or both annotation_file and image_dir")
-        if root is not None:
-            root = check_root(root)
-            if annotation_file is None or image_dir is None:
-                check_choice(split, COCO_SPLITS, "split")
+        root = _coco_root(root, split, annotation_file, image_dir)
         if annotation_file is None:
             annotation_file = root / "annotations" / f"instances_{split}.json"
         self.image_dir = check_root(image_dir if image_dir is not None else root / split, "COCO image folder")
