@@ -21,13 +21,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-# the default training run (tiny SAM + offline MiniLM on synthetic data, both stages) and its
-# held-out evaluation; writes outputs/default/{metrics.json,overlays/,tracked_video.gif,adapter/,sam_tiny.safetensors}
+# the default training run (the Lite0 stand-in SAM + offline MiniLM on synthetic data, both stages) and its
+# held-out evaluation; writes outputs/default/{metrics.json,overlays/,tracked_video.gif,adapter/,sam_lite0.safetensors}
 demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
 		--num_cpu_threads_per_process $(THREADS) --mixed_precision no --dynamo_backend no recipes/train_sam_unifusion.py
 
-# the full UniRef++ model's default run (small preset from random weights, image + video stages) on the
+# the full UniRef++ model's default run (small preset on the pretrained Lite0 backbone, image + video stages) on the
 # same synthetic data and held-out split; writes outputs/uniref_default/{metrics.json,overlays/,tracked_video.gif,model/}
 demo-uniref: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \

@@ -1,7 +1,7 @@
 """Where a trained adapter fails on synthetic RIS: mIoU (``RISMeter``) and hit rate by what the sentence has to use.
 
 Loads a finished run (``adapter/`` + ``sam_<size>.safetensors``, e.g. ``outputs/default`` after
-``make demo``), predicts ``--n`` held-out sentences (the split the recipe evaluates on: seed ``--seed`` + 1000)
+``make demo``), predicts ``--n`` held-out sentences (the split the recipe evaluates on: its ``eval_seed``)
 and groups them:
 
 - by sentence kind: ``attribute`` ("the big purple object"), ``extreme`` ("the rightmost red
@@ -19,6 +19,7 @@ what the chosen object shares with the target (exact twins need position words).
 from __future__ import annotations
 
 import argparse
+import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -55,19 +56,22 @@ def chosen_object(pred: np.ndarray, label_map: np.ndarray, ids: list[int]) -> tu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="outputs/default", help="a finished run's output folder")
-    parser.add_argument("--sam", default="tiny", help="SAM size the run used")
+    parser.add_argument("--sam", default="lite0", help="SAM size the run used")
     parser.add_argument("--n", type=int, default=200, help="held-out sentences")
     parser.add_argument("--image_size", type=int, default=128, help="the run's synthetic_image_size")
-    parser.add_argument("--seed", type=int, default=0, help="the run's seed (its held-out split uses seed + 1000)")
+    parser.add_argument("--eval_seed", type=int, default=None,
+                        help="the held-out split's seed (default: the run's run_config.json, else 1000)")
     args = parser.parse_args()
     run = Path(args.run)
     checkpoint = run / f"sam_{args.sam}.safetensors"
     if not checkpoint.is_file() or not (run / "adapter").is_dir():
         raise SystemExit(f"{run} has no adapter/ and {checkpoint.name}: run `make demo` (or the recipe) first")
     model = UniFusionSam.from_pretrained(run / "adapter", sam=build_sam(args.sam, checkpoint=checkpoint)).eval()
-    data = SyntheticDataset(
-        "heldout", "ris", args.n, SyntheticConfig(seed=args.seed + 1000, image_size=args.image_size)
-    )
+    seed = args.eval_seed
+    if seed is None:
+        own = run / "run_config.json"
+        seed = json.loads(own.read_text()).get("eval_seed", 1000) if own.is_file() else 1000
+    data = SyntheticDataset("heldout", "ris", args.n, SyntheticConfig(seed=seed, image_size=args.image_size))
 
     meters: dict[str, RISMeter] = defaultdict(RISMeter)
     hits: dict[str, list[bool]] = defaultdict(list)

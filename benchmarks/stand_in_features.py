@@ -1,10 +1,11 @@
-"""What the stand-in pre-training gives a random tiny SAM's frozen image encoder.
+"""What the stand-in SAMs' frozen image encoders know: the random tiny ViT and the pretrained Lite0.
 
 A linear probe (logistic regression on the frozen ``[256]`` embedding of each 16 x 16 patch) is fitted
 on patches of training-split synthetic scenes and scored on others: the colour and the shape class of
-the object covering most of a patch. Printed: the probe's foreground accuracy on the random encoder,
-on the same encoder after ``--steps`` of stand-in pre-training (the recipe's ``stand_in`` block), and
-their ratio for the shape class (chance: 1 in 6).
+the object covering most of a patch. For each ``--sam`` (default: ``tiny`` then ``lite0``) the probe's
+foreground accuracy is printed before and after ``--steps`` of stand-in pre-training (the recipe's
+``stand_in`` block: the whole random ViT trains; only Lite0's neck trains, on its frozen ImageNet
+backbone), then a side-by-side table (shape class chance: 1 in 6).
 
     python benchmarks/stand_in_features.py --steps 200
 """
@@ -71,23 +72,28 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=StandInConfig.lr)
     parser.add_argument("--scenes", type=int, default=300, help="probe scenes (3/4 fit, 1/4 scored)")
+    parser.add_argument("--sam", nargs="+", default=["tiny", "lite0"], help="stand-in SAM sizes to compare")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    sam = build_sam("tiny")
     syn = SyntheticConfig(seed=0, image_size=(128, 128))
     probe_scenes = SyntheticDataset("train", "ris", args.scenes, SyntheticConfig(seed=5, image_size=(128, 128)))
-    split = None
     results = {}
-    for name in ("random", "pre-trained"):
-        if name == "pre-trained":
-            tic = time.perf_counter()
-            pretrain_image_encoder(sam, syn, StandInConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr), progress=False)
-            print(f"stand-in pre-training: {args.steps} steps of {args.batch_size} scenes in {time.perf_counter() - tic:.0f} s")
-        x, colour, shape = patch_data(sam, probe_scenes, args.scenes)
-        split = split or int(0.75 * len(x))
-        results[name] = (probe(x, colour, split), probe(x, shape, split))
-        print(f"{name:12s} linear probe, foreground patches: colour {results[name][0]:.3f}, shape class {results[name][1]:.3f}")
-    print(f"shape-class probe accuracy, pre-trained / random: {results['pre-trained'][1] / results['random'][1]:.2f}")
+    for size in args.sam:
+        torch.manual_seed(0)
+        sam = build_sam(size)
+        for stage in ("as built", "stand-in trained"):
+            if stage == "stand-in trained":
+                tic = time.perf_counter()
+                pretrain_image_encoder(sam, syn, StandInConfig(steps=args.steps, batch_size=args.batch_size,
+                                                               lr=args.lr), progress=False)
+                print(f"{size}: stand-in pre-training, {args.steps} steps of {args.batch_size} scenes in "
+                      f"{time.perf_counter() - tic:.0f} s")
+            x, colour, shape = patch_data(sam, probe_scenes, args.scenes)
+            results[(size, stage)] = (probe(x, colour, int(0.75 * len(x))), probe(x, shape, int(0.75 * len(x))))
+            print(f"{size} {stage}: linear probe, foreground patches: colour {results[(size, stage)][0]:.3f}, "
+                  f"shape class {results[(size, stage)][1]:.3f}")
+    print("\n| SAM | encoder | colour probe | shape-class probe |\n| --- | --- | --- | --- |")
+    for (size, stage), (colour, shape) in results.items():
+        print(f"| {size} | {stage} | {colour:.3f} | {shape:.3f} |")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Train a UniFusion-SAM adapter: ``accelerate launch recipes/train_sam_unifusion.py [--config ...]``.
 
-With no arguments it builds a random tiny SAM, gives its image encoder SAM-like features in a short
-pre-training on synthetic scenes (``stand_in``), then trains the adapter with the offline MiniLM text
-encoder on the library's synthetic data through both stages (image, then video), evaluates on a
-held-out synthetic split, and writes ``metrics.json``, overlay PNGs, a GIF of a tracked video, the
-adapter and (because that SAM exists nowhere else) the SAM itself (``sam_tiny.safetensors``) under
-``outputs/default``.
+With no arguments it builds the offline stand-in SAM (``build_sam("lite0")``: SAM's prompt encoder and
+mask decoder on a frozen ImageNet-pretrained EfficientNet-Lite0 with a SAM-style neck), gives its neck
+SAM-like features in a short pre-training on synthetic scenes (``stand_in``), then trains the adapter
+with the offline MiniLM text encoder on the library's synthetic data through both stages (image, then
+video), evaluates on a fixed held-out synthetic split, and writes ``metrics.json``, ``run_config.json``,
+overlay PNGs, a GIF of a tracked video, the adapter and (because that SAM exists nowhere else) the SAM
+itself (``sam_lite0.safetensors``) under ``outputs/default``. ``--sam tiny`` is a random tiny ViT SAM;
+a real one plugs in with ``--sam vit_b --sam_checkpoint sam_vit_b_01ec64.pth --adapter sam-vit-b``.
 
 Every config field can be set from the command line with its dotted name, e.g.
 ``--image.lr 2e-4 --batch_size 4 --stage video --resume latest``.
@@ -99,6 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     set_seed(cfg.seed, deterministic=cfg.deterministic)
+    if accelerator.is_main_process:  # what this run is: read by the benchmarks that re-score it
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "run_config.json")
     stages = cfg.stages()
 
     # ---- model: a frozen SAM, wrapped with the adapter
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = wrap_sam(sam, adapter=cfg.adapter, **cfg.adapter_overrides)
     if accelerator.is_main_process:
         model.print_trainable_parameters()
-    synthetic = SyntheticConfig(seed=cfg.seed + 1000, image_size=(cfg.synthetic_image_size, cfg.synthetic_image_size))
+    synthetic = cfg.heldout_synthetic()  # the held-out split: the same for every seed and both families
     uses_synthetic = any(d.kind == "synthetic" for _, s in stages for d in s.data)
 
     # ---- data sources (built now so a bad path fails before any training)
@@ -125,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
     cache = None if inner.lora_enabled or cfg.embedding_cache == 0 else TrainEmbeddingCache(cfg.embedding_cache)
 
     metrics: dict = {} if stand_in_loss is None else {"final_loss_stand_in": stand_in_loss}
-    if accelerator.is_main_process and uses_synthetic and cfg.eval_samples and resolve_resume(out, cfg.resume) is None:
+    if (accelerator.is_main_process and uses_synthetic and cfg.eval_samples and cfg.eval_untrained
+            and resolve_resume(out, cfg.resume) is None):
         metrics["untrained"] = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos)
         (out).mkdir(parents=True, exist_ok=True)
         (out / "untrained_metrics.json").write_text(json.dumps(metrics["untrained"], indent=2))

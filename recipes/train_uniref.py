@@ -30,7 +30,6 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 
 from unifusion_sam.checkpoint_io import read_weights
-from unifusion_sam.data.synthetic import SyntheticConfig
 from unifusion_sam.training import build_source, evaluate_synthetic, flat_fields
 from unifusion_sam.training.loop import (
     load_resume_state,
@@ -81,6 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     set_seed(cfg.seed, deterministic=cfg.deterministic)
+    if accelerator.is_main_process:  # what this run is: read by the benchmarks that re-score it
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "run_config.json")
     stages = cfg.stages()
 
     # ---- data sources (built first so a bad path fails before the model loads)
@@ -91,10 +93,12 @@ def main(argv: list[str] | None = None) -> dict:
     family = UniRefTrainFamily(model.config)
     if model.text_encoder is not None and any(s.train_text_encoder for _, s in stages):
         model.text_encoder.unfreeze()  # in the optimiser; stages that freeze it give it no learning rate
+    if cfg.backbone_lr_mult == 0:
+        model.backbone.requires_grad_(False)  # frozen: no gradients computed through it at all
     if accelerator.is_main_process:
         total = sum(p.numel() for p in model.parameters())
         accelerator.print(f"UniRef++ {cfg.model}: {total:,} parameters")
-    synthetic = SyntheticConfig(seed=cfg.seed + 1000, image_size=(cfg.synthetic_image_size, cfg.synthetic_image_size))
+    synthetic = cfg.heldout_synthetic()  # the held-out split: the same for every seed and both families
     uses_synthetic = any(d.kind == "synthetic" for _, s in stages for d in s.data)
 
     # ---- one optimiser; per-stage, per-group learning rates come from the schedule
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     inner = accelerator.unwrap_model(model)
 
     metrics: dict = {}
-    if accelerator.is_main_process and uses_synthetic and cfg.eval_samples and resolve_resume(out, cfg.resume) is None:
+    if (accelerator.is_main_process and uses_synthetic and cfg.eval_samples and cfg.eval_untrained
+            and resolve_resume(out, cfg.resume) is None):
         metrics["untrained"] = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos)
         out.mkdir(parents=True, exist_ok=True)
         (out / "untrained_metrics.json").write_text(json.dumps(metrics["untrained"], indent=2))

@@ -71,3 +71,13 @@ def tiny_models(tiny_sam_factory):
     Tests that change weights must restore them (or build their own with ``tiny_sam_factory``).
     """
     return {family: tiny_sam_factory(family) for family in ("meta", "hf")}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tests of
+    many tiny tensor ops run far faster that way on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

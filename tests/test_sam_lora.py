@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from unifusion_sam.sam import (
+    CUSTOM_SAMS,
     SAM_SPECS,
     UniFusionSamConfig,
     build_hf_sam,
@@ -148,8 +149,8 @@ def test_every_preset_file_loads():
     for name in names:
         config = load_preset(name)
         assert isinstance(config, UniFusionSamConfig)
-        assert config.sam_size in SAM_SPECS, name
-        assert config.image_size == SAM_SPECS[config.sam_size].image_size, name
+        sizes = {**{k: v.image_size for k, v in SAM_SPECS.items()}, **{k: v.image_size for k, v in CUSTOM_SAMS.items()}}
+        assert config.image_size == sizes[config.sam_size], name
         assert config.lora.enabled == name.endswith("-lora"), name
         # the file round-trips through the config (no key silently dropped)
         on_disk = json.loads((ADAPTERS / f"{name}.json").read_text())

@@ -18,6 +18,7 @@ RECIPE = ROOT / "recipes" / "train_sam_unifusion.py"
 # small, deterministic settings: frozen text encoder without dropout, 64 px synthetic images, no
 # stand-in pre-training of the random SAM (STAND_IN turns a 2-step one on)
 FAST = [
+    "--sam", "tiny", "--adapter", "sam-tiny",  # the random tiny ViT: the recipe's machinery, fast
     "--batch_size", "2", "--synthetic_image_size", "64", "--eval_samples", "0", "--tracker", "none",
     "--stand_in.steps", "0", "--num_workers", "0", "--warmup_steps", "2", "--deterministic", "true",
     "--adapter_overrides", '{"text": {"trainable": false, "dropout": 0.0}, "fusion": {"head_dim": 8}}',

@@ -122,3 +122,41 @@ def test_errors_name_the_problem():
         with pytest.raises(ValueError, match="mask_pos_logit"):
             UniFusionConfig(mask_pos_logit=bad)
     assert UniFusionConfig.from_dict({"dim": 32}).mask_pos_logit == 0.0  # configs saved before it: off
+
+
+# ------------------------------------------------------------------ lang_pos: position-aware language queries
+def _lang_block(lang_pos: bool = True) -> UniFusion:
+    torch.manual_seed(0)
+    return UniFusion(UniFusionConfig(dim=C, num_heads=4, head_dim=16, lang_pos=lang_pos))
+
+
+def test_lang_pos_starts_as_the_plain_language_branch_and_checks_its_input():
+    with_pos, plain = _lang_block(True), _lang_block(False)
+    plain.load_state_dict({k: v for k, v in with_pos.state_dict().items() if not k.startswith("lang_pos_proj")})
+    assert torch.count_nonzero(with_pos.lang_pos_proj.weight) == 0
+    feature = torch.randn(2, C, GRID, GRID)
+    words = ReferenceTokens(torch.randn(2, 5, C), torch.randn(2, 5, C))
+    assert torch.equal(with_pos(feature, lang=words, lang_pos=_sincos()), feature)  # identity at init
+    for block in (with_pos, plain):
+        _open_gate(block)
+    torch.testing.assert_close(with_pos(feature, lang=words, lang_pos=_sincos()), plain(feature, lang=words))
+    with pytest.raises(ValueError, match="lang_pos"):
+        with_pos(feature, lang=words)
+    with pytest.raises(TypeError, match="lang_pos"):
+        UniFusionConfig(lang_pos=1)
+
+
+def test_lang_pos_lets_a_word_be_attended_by_one_side_of_the_image():
+    """Identical features everywhere: without positions every location reads the same words; with a
+    trained position projection the left and right halves attend to different words."""
+    block = _lang_block(True)
+    _open_gate(block)
+    feature = torch.randn(1, C, 1, 1).expand(1, C, GRID, GRID).contiguous()
+    words = ReferenceTokens(torch.randn(1, 2, C), torch.randn(1, 2, C))
+    pe = _sincos()
+    out = block(feature, lang=words, lang_pos=pe)
+    assert torch.allclose(out[..., 0], out[..., -1], atol=1e-5)  # no position yet: the same everywhere
+    with torch.no_grad():
+        block.lang_pos_proj.weight.normal_(0, 1.0)
+    out = block(feature, lang=words, lang_pos=pe)
+    assert (out[..., 0] - out[..., -1]).abs().max() > 1e-2

@@ -36,13 +36,7 @@ S = 256  # stub SAM input size (like the tiny SAM): embeddings 16 x 16, low-res 
 BIG = 20.0  # |logit| of a confident pixel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny tensor ops, which are far faster on one thread on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ synthetic videos

@@ -203,14 +203,18 @@ class ReferenceInferenceMixin:
         return self.predictor.predict(image, **kwargs)
 
     def track(self, frames, *, text=None, masks=None, new_objects=None, sigma: float | str | None = None,
-              max_short_side: int | None = None):
+              max_short_side: int | None = None, mask_refs: str = "first+previous",
+              rvos_refs: str = "language+mask"):
         """Track objects through ``frames`` (any iterable of ``H x W x 3`` uint8 frames), online.
 
         ``masks``: {object id: first-frame mask} (VOS); ``text``: a sentence (RVOS, object id 1) or
         {object id: sentence}; ``new_objects``: {frame index: {object id: mask}} for objects that
         appear later. ``sigma`` (score threshold or preset name) defaults to 0.3 with text and 0.4
-        otherwise. Yields :class:`~unifusion_sam.inference.session.FrameResult` (``.masks``,
-        ``.scores``, ``.label_map``).
+        otherwise. ``mask_refs`` (``"first+previous"``, ``"first"``, ``"previous"``) and ``rvos_refs``
+        (``"language+mask"``, ``"language"``) choose the references each frame's decode gets (the
+        paper's Table 9 / Table 7 ablations; see :class:`~unifusion_sam.inference.session.VideoSession`).
+        Yields :class:`~unifusion_sam.inference.session.FrameResult` (``.masks``, ``.scores``,
+        ``.label_map``).
         """
         from .inference.session import VideoSession
 
@@ -218,7 +222,8 @@ class ReferenceInferenceMixin:
             raise ValueError("track needs text, masks or new_objects to know what to follow")
         if sigma is None:
             sigma = 0.3 if text is not None else 0.4
-        session = VideoSession(self, sigma=sigma, max_short_side=max_short_side)
+        session = VideoSession(self, sigma=sigma, max_short_side=max_short_side, mask_refs=mask_refs,
+                               rvos_refs=rvos_refs)
         if text is not None:
             for obj_id, sentence in (text.items() if isinstance(text, dict) else [(1, text)]):
                 session.add_text_object(obj_id, sentence)

@@ -4,10 +4,11 @@
 model (``config.json``; it needs nothing else) or a UniFusion-SAM adapter (``adapter_config.json``;
 it needs ``--sam``). ``--checkpoint none`` builds an untrained model: the adapter preset ``--adapter``
 (default: the preset matching the SAM) or, for a ``uniref-*`` preset, an untrained full model; a
-baseline, and what tests use. ``--sam`` names a SAM size (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``)
+baseline, and what tests use. ``--sam`` names a SAM size (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``, ``lite0``)
 or is the path of a Meta SAM ``.pth`` / ``.safetensors`` file (its size is read from the weights
 unless ``--sam-size`` says it); ``--sam-checkpoint`` gives the weights for a size name. ``tiny``
-without weights is a small random model for tests.
+without weights is a small random model for tests; ``lite0`` without weights is the offline stand-in
+(pretrained EfficientNet-Lite0 backbone, untrained neck and decoder).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..data.io import DataError
-from ..sam.build import SAM_SPECS, build_sam, read_state_dict
+from ..sam.build import CUSTOM_SAMS, SAM_SIZES, SAM_SPECS, build_sam, read_state_dict
 
 NO_CHECKPOINT = "none"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -37,11 +38,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_device: str 
                        help="a UniRef++ model or UniFusion-SAM adapter: folder or Hugging Face Hub id "
                             "(save_pretrained / push_to_hub), or 'none' for an untrained model (a baseline)")
     group.add_argument("--sam", default=None,
-                       help="SAM size (vit_b, vit_l, vit_h, tiny) or the path of a Meta SAM .pth / .safetensors "
+                       help="SAM size (vit_b, vit_l, vit_h, tiny, lite0) or the path of a Meta SAM .pth / .safetensors "
                             "(UniFusion-SAM adapters only)")
     group.add_argument("--sam-checkpoint", type=Path, default=None,
                        help="Meta SAM weights for a size name, e.g. sam_vit_b_01ec64.pth")
-    group.add_argument("--sam-size", choices=sorted(SAM_SPECS), default=None,
+    group.add_argument("--sam-size", choices=sorted(SAM_SIZES), default=None,
                        help="size of the SAM weights given as a path (default: read from the weights)")
     group.add_argument("--sam-image-size", type=int, default=None,
                        help="SAM input resolution (default: the size's own, 1024; tiny 256)")
@@ -124,27 +125,27 @@ def _is_uniref(checkpoint: str | os.PathLike, adapter: str | None) -> bool:
 def build_sam_from_option(sam: str | os.PathLike, *, sam_checkpoint=None, sam_size=None, sam_image_size=None):
     """Meta SAM from a size name (+ optional weights) or from a weights path (size read from the weights)."""
     name = str(sam)
-    if name in SAM_SPECS:
+    if name in SAM_SIZES:
         if sam_size is not None and sam_size != name:
             raise ValueError(f"--sam {name} and --sam-size {sam_size} disagree; give one size")
         weights = sam_checkpoint
     else:
         if sam_checkpoint is not None:
-            raise ValueError(f"--sam {name!r} is not a size name ({', '.join(sorted(SAM_SPECS))}), so it is read as "
+            raise ValueError(f"--sam {name!r} is not a size name ({', '.join(sorted(SAM_SIZES))}), so it is read as "
                              "a weights path; do not also give --sam-checkpoint")
         weights = name
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise DataError(f"SAM checkpoint not found: {path}")
-        size = sam_size or (name if name in SAM_SPECS else None)
+        size = sam_size or (name if name in SAM_SIZES else None)
         image_size = sam_image_size
         if size is None or image_size is None:
             found_size, found_image_size = _inspect_sam_weights(path)
             size = size or found_size
             image_size = image_size or found_image_size
         return build_sam(size, checkpoint=path, image_size=image_size)
-    if name != "tiny":
+    if name not in ("tiny", *CUSTOM_SAMS):
         warnings.warn(f"SAM {name} has random weights: pass --sam-checkpoint (e.g. sam_{name}_*.pth) for real "
                       "predictions", UserWarning, stacklevel=2)
     return build_sam(name, image_size=sam_image_size)
@@ -162,6 +163,8 @@ def _inspect_sam_weights(path: Path) -> tuple[str, int]:
             state = None
     if not isinstance(state, dict):
         state = read_state_dict(path)
+    if "image_encoder.backbone._conv_stem.weight" in state:  # the EfficientNet-Lite0 stand-in (a CNN: any size)
+        return "lite0", CUSTOM_SAMS["lite0"].image_size
     proj = state.get("image_encoder.patch_embed.proj.weight")
     pos = state.get("image_encoder.pos_embed")
     if proj is None or pos is None:

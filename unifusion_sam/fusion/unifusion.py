@@ -59,6 +59,14 @@ class UniFusionConfig(JsonConfig):
     which leaves their attention exactly as without the prior. ``0`` turns it off; the language
     branch never uses positions.
 
+    ``lang_pos`` gives the language branch's queries the grid position: ``LN_q(F) W_q + P_l(pos)``
+    with ``P_l`` a projection of the positional encoding ``pos`` (SAM's dense PE) that starts at zero
+    (so the block stays the identity, and attends as without it, at initialisation) and trains. A
+    convolutional image encoder's features say little about where a location is, so without it
+    sentences that name a position ("the circle on the left", "the topmost star") can only be
+    resolved by the decoder; with it, a location can attend to the words that describe where it is.
+    Not in the paper; off by default (the full UniRef++ model keeps the authors' fusion).
+
     ``modulation_order`` is the order of the three chunks of the conditioning layer's output:
     ``"scale_shift_gate"`` (gamma, beta, alpha; this library's adapters) or ``"shift_scale_gate"``
     (the authors' UniRef++ ``adaLN_modulation``). ``attn_dropout`` is the dropout on the attention
@@ -72,6 +80,7 @@ class UniFusionConfig(JsonConfig):
     qkv_bias: bool = True
     match_logit: float = 48.0
     mask_pos_logit: float = 0.0
+    lang_pos: bool = False
     modulation_order: str = "scale_shift_gate"
     attn_dropout: float = 0.0
 
@@ -86,6 +95,8 @@ class UniFusionConfig(JsonConfig):
             raise ValueError(f"match_logit must be a number >= 0, got {self.match_logit!r}")
         if isinstance(self.mask_pos_logit, bool) or not isinstance(self.mask_pos_logit, (int, float)) or self.mask_pos_logit < 0:
             raise ValueError(f"mask_pos_logit must be a number >= 0, got {self.mask_pos_logit!r}")
+        if not isinstance(self.lang_pos, bool):
+            raise TypeError(f"lang_pos must be a bool, got {self.lang_pos!r}")
         check_choice("modulation_order", self.modulation_order, MODULATION_ORDERS)
         check_probability("attn_dropout", self.attn_dropout)
 
@@ -174,6 +185,10 @@ class UniFusion(nn.Module):
             self.pos_proj = nn.Linear(c, inner, bias=False)
             with torch.no_grad():
                 self.pos_proj.weight.copy_(self._scaled_orthogonal(self.config.mask_pos_logit, norm_sq=0.5 * c))
+        self.lang_pos_proj = None
+        if self.config.lang_pos:
+            self.lang_pos_proj = nn.Linear(c, inner, bias=False)
+            nn.init.zeros_(self.lang_pos_proj.weight)
         if self.config.match_logit > 0:
             self._init_matching(self.config.match_logit)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(c, 3 * c))
@@ -204,15 +219,26 @@ class UniFusion(nn.Module):
         lang: ReferenceTokens | None = None,
         mask: ReferenceTokens | None = None,
         pos: torch.Tensor | None = None,
+        lang_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Fuse the language and/or mask references into ``feature`` ``[B, C, H, W]``. ``pos``
         ``[1 or B, C, H, W]``, the positional encoding of the feature's grid, is needed by (and only
-        used for) the mask branch when ``mask_pos_logit > 0``."""
+        used for) the mask branch when ``mask_pos_logit > 0``; ``lang_pos`` (the same encoding, never
+        zeroed) by the language branch when ``lang_pos`` is on."""
         if feature.dim() != 4 or feature.shape[1] != self.config.dim:
             raise ValueError(f"feature must be [B, {self.config.dim}, H, W], got {tuple(feature.shape)}")
         out = feature
         if lang is not None:
-            out = out + self.fuse(feature, lang)
+            if self.lang_pos_proj is not None:
+                b, c, h, w = feature.shape
+                if lang_pos is None or lang_pos.dim() != 4 or lang_pos.shape[0] not in (1, b) \
+                        or lang_pos.shape[1:] != (c, h, w):
+                    raise ValueError(f"this UniFusion's language branch is position-aware (lang_pos): pass lang_pos "
+                                     f"[1 or {b}, {c}, {h}, {w}], got "
+                                     f"{None if lang_pos is None else tuple(lang_pos.shape)}")
+                out = out + self.fuse(feature, lang, query_pos=lang_pos)
+            else:
+                out = out + self.fuse(feature, lang)
         if mask is not None:
             if self.pos_proj is not None:
                 if pos is None:
@@ -224,10 +250,12 @@ class UniFusion(nn.Module):
             out = out + self.fuse(feature, mask, pos if self.pos_proj is not None else None)
         return out
 
-    def fuse(self, feature: torch.Tensor, ref: ReferenceTokens, pos: torch.Tensor | None = None) -> torch.Tensor:
+    def fuse(self, feature: torch.Tensor, ref: ReferenceTokens, pos: torch.Tensor | None = None,
+             query_pos: torch.Tensor | None = None) -> torch.Tensor:
         """One branch: the residual ``alpha * (O * (1 + gamma) + beta)`` as ``[B, C, H, W]``. With
         ``pos`` ``[1 or B, C, H, W]``, the references are maps on the feature's grid (``L = K * H * W``
-        tokens) and ``pos_proj(pos)`` joins both the queries and every reference's keys."""
+        tokens) and ``pos_proj(pos)`` joins both the queries and every reference's keys. With
+        ``query_pos`` (same shape), ``lang_pos_proj(query_pos)`` joins the queries only."""
         b, c, h, w = feature.shape
         if ref.keys.shape[0] != b or ref.keys.shape[2] != c:
             raise ValueError(f"reference tokens must be [{b}, L, {c}], got {tuple(ref.keys.shape)}")
@@ -249,6 +277,8 @@ class UniFusion(nn.Module):
             where = self.pos_proj(pos.flatten(2).transpose(1, 2))  # [1 or B, HW, inner]
             q = q + where
             k = k + where.repeat(1, k.shape[1] // (h * w), 1)
+        if query_pos is not None:
+            q = q + self.lang_pos_proj(query_pos.flatten(2).transpose(1, 2))  # [1 or B, HW, inner]
         q = q.view(b, h * w, heads, hd).transpose(1, 2)
         k = k.view(b, -1, heads, hd).transpose(1, 2)
         v = self.v_proj(ref.values).view(b, -1, heads, hd).transpose(1, 2)

@@ -15,6 +15,18 @@ as the authors' loop does) an object whose mask comes out empty keeps its last n
 reference; otherwise the empty mask becomes the previous reference. The network runs in inference
 mode and the caller's train / eval modes are restored after. The session talks to the network only
 through :class:`~unifusion_sam.interface.ReferenceSegmenter`.
+
+The references can be switched off, to rerun the paper's ablations (UniRef++ Tables 9 and 7):
+
+- ``mask_refs`` (every object with a mask reference): ``"first+previous"`` (the default: both),
+  ``"first"`` (every frame uses only the first reference: the given mask, or for RVOS the first
+  confident frame's prediction) or ``"previous"`` (only the previous frame's mask; for VOS the given
+  mask is the previous reference on the frame after it, afterwards only the previous prediction);
+- ``rvos_refs`` (objects given by a sentence): ``"language+mask"`` (the default: the sentence plus the
+  mask references above once a frame passes ``sigma``) or ``"language"`` (the sentence alone on every
+  frame; no mask reference is ever encoded for the object, not even one given with ``add_object``).
+
+A reference that is switched off is never encoded, so it costs nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +45,8 @@ from .inputs import to_bool_mask, to_rgb_array
 from .predictor import inference_mode
 
 SIGMA_PRESETS = {"youtube_vos": 0.4, "mose": 0.4, "davis": 0.3, "rvos": 0.3, "lvos": 0.5}
+MASK_REFS = ("first+previous", "first", "previous")  # which mask references an object's decode gets
+RVOS_REFS = ("language+mask", "language")  # what a sentence-given object's decode gets
 
 
 def resolve_sigma(sigma: float | str) -> float:
@@ -44,6 +58,13 @@ def resolve_sigma(sigma: float | str) -> float:
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
         raise TypeError(f"sigma must be a number or a preset name, got {sigma!r}")
     return float(sigma)
+
+
+def check_refs(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices`` (:data:`MASK_REFS` / :data:`RVOS_REFS`), else ``ValueError``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
 
 
 @dataclass
@@ -61,8 +82,10 @@ class FrameResult:
 class _Object:
     text: TextFeatures | None = None  # the sentence, encoded (batch 1)
     first: MaskReference | None = None  # length 1
-    prev_mask: torch.Tensor | None = None  # [Hp, Wp] float 0/1 on prev_frame's network input
-    prev_frame: tuple | None = None  # (prepared, encoded) of the frame prev_mask is on (shared, not copied)
+    # [Hp, Wp] float 0/1 on prev_frame's network input; set once the object has a mask to follow
+    prev_mask: torch.Tensor | None = None
+    # (prepared, encoded) of the frame prev_mask is on (shared, not copied); None where "previous" is off
+    prev_frame: tuple | None = None
     pending: np.ndarray | None = None  # a mask given for the next frame
     meta: dict = field(default_factory=dict)
 
@@ -74,15 +97,20 @@ class VideoSession:
     downscaled to it before the network's own preprocessing (``None`` keeps the original size; the full
     UniRef++ model resizes video to a 480 short side itself); results are always at the frame size.
     ``keep_last_seen``: see the module docstring (default: the model's ``keep_last_seen``, else False).
+    ``mask_refs`` (one of :data:`MASK_REFS`) and ``rvos_refs`` (one of :data:`RVOS_REFS`): which
+    references each object's decode gets (the paper's ablations; see the module docstring).
     """
 
     def __init__(self, model, *, sigma: float | str = 0.4, max_short_side: int | None = None,
-                 keep_last_seen: bool | None = None) -> None:
+                 keep_last_seen: bool | None = None, mask_refs: str = "first+previous",
+                 rvos_refs: str = "language+mask") -> None:
         self.model = model
         self.sigma = resolve_sigma(sigma)
         if max_short_side is not None and (not isinstance(max_short_side, int) or max_short_side <= 0):
             raise ValueError(f"max_short_side must be a positive int or None, got {max_short_side!r}")
         self.max_short_side = max_short_side
+        self.mask_refs = check_refs("mask_refs", mask_refs, MASK_REFS)
+        self.rvos_refs = check_refs("rvos_refs", rvos_refs, RVOS_REFS)
         self.keep_last_seen = bool(getattr(model, "keep_last_seen", False) if keep_last_seen is None else keep_last_seen)
         self.objects: dict[int, _Object] = {}
         self.frame_index = -1
@@ -113,6 +141,12 @@ class VideoSession:
         if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or not 1 <= int(obj_id) <= 255:
             raise ValueError(f"object ids must be ints in [1, 255] (0 is background), got {obj_id!r}")
         return int(obj_id)
+
+    def _uses(self, obj: _Object) -> tuple[bool, bool]:
+        """Whether ``obj``'s decode gets its (first, previous) mask reference."""
+        if obj.text is not None and self.rvos_refs == "language":
+            return False, False
+        return self.mask_refs != "previous", self.mask_refs != "first"
 
     # ------------------------------------------------------------------ frames
     def run(self, frames: Iterable, new_objects: Mapping[int, Mapping[int, np.ndarray]] | None = None) -> Iterator[FrameResult]:
@@ -148,7 +182,7 @@ class VideoSession:
             for k in sorted(pending, reverse=True):  # ... then given masks, exactly as given, on top
                 label_map[pending[k]] = k
             masks = {k: label_map == k for k in self.objects}
-            self._update_state(prepared, encoded, label_map, masks, scores, tracked)
+            self._update_state(prepared, encoded, label_map, masks, scores, tracked, given)
         return FrameResult(self.frame_index, masks, scores, label_map)
 
     def _downscale(self, rgb: np.ndarray) -> np.ndarray:
@@ -166,24 +200,25 @@ class VideoSession:
 
     def _take_given(self, pending: dict[int, np.ndarray], prepared: PreparedImage, encoded) -> set[int]:
         """Masks given for this frame (validated, at the frame size) become the objects' first references,
-        encoded together in one batch."""
-        if not pending:
-            return set()
-        ids = list(pending)
-        masks = torch.stack([self.model.prepare_mask(self._to_work_size(pending[k], prepared.original_size), prepared)
-                             for k in ids])
-        encoded_refs = self.model.encode_masks([encoded], [prepared], masks)
-        for j, k in enumerate(ids):
+        encoded together in one batch (only for objects whose decode uses a first reference)."""
+        for k in pending:
             self.objects[k].pending = None
-            self.objects[k].first = encoded_refs[j]
-        return set(ids)
+        ids = [k for k in pending if self._uses(self.objects[k])[0]]
+        if ids:
+            masks = torch.stack([self.model.prepare_mask(self._to_work_size(pending[k], prepared.original_size),
+                                                         prepared) for k in ids])
+            encoded_refs = self.model.encode_masks([encoded], [prepared], masks)
+            for j, k in enumerate(ids):
+                self.objects[k].first = encoded_refs[j]
+        return set(pending)
 
     def _predict(self, ids: list[int], prepared: PreparedImage, encoded):
         """One batched forward for all tracked objects; returns probabilities at the working size and scores."""
         objs = [self.objects[k] for k in ids]
+        uses = [self._uses(o) for o in objs]  # (first, previous) per object
         groups: dict[int, list[int]] = {}  # previous masks grouped by the frame they are on (usually one)
         for i, o in enumerate(objs):
-            if o.prev_mask is not None:
+            if o.prev_mask is not None and uses[i][1]:
                 groups.setdefault(id(o.prev_frame[1]), []).append(i)
         prev: dict[int, MaskReference] = {}
         for rows in groups.values():
@@ -193,7 +228,10 @@ class VideoSession:
             prev.update({i: encoded_refs[j] for j, i in enumerate(rows)})
         queries = []
         for i, o in enumerate(objs):
-            refs = ([o.first] if o.first is not None else []) + [prev[i]] if i in prev else []
+            # [first, previous] (each length 1) once the object has a mask to follow (a given one, or for
+            # RVOS a confident frame's), less what the switches turn off; none before that
+            first = o.first if uses[i][0] and o.prev_mask is not None else None
+            refs = [r for r in (first, prev.get(i)) if r is not None]
             queries.append(ObjectQuery(text=o.text, masks=refs))
         decoded = self.model.decode_objects(encoded, prepared, queries, task="video", tracking=True)
         result = self.model.postprocess(decoded, prepared, "video")  # probabilities at the working size
@@ -223,23 +261,28 @@ class VideoSession:
             label = np.array(Image.fromarray(label).resize((size[1], size[0]), Image.NEAREST))  # writable
         return label
 
-    def _update_state(self, prepared, encoded, label_map, masks, scores, tracked) -> None:
+    def _update_state(self, prepared, encoded, label_map, masks, scores, tracked, given) -> None:
+        """Each object's previous mask becomes this frame's output (at the working size, on this frame's
+        encoding; kept only as a flag where the switches turn the previous reference off)."""
         h, w = prepared.original_size
         small = label_map
         if label_map.shape != (h, w):
             small = np.asarray(Image.fromarray(label_map).resize((w, h), Image.NEAREST))
         for k, obj in self.objects.items():
-            if obj.first is None and k not in tracked and obj.prev_mask is None and obj.text is None:
-                continue
+            use_first, use_prev = self._uses(obj)
+            if (k not in tracked and k not in given) or not (use_first or use_prev):
+                continue  # nothing to follow yet, or (RVOS, language only) no mask state at all
             seen = small == k
-            if obj.text is not None and obj.first is None:
+            frame = (prepared, encoded) if use_prev else None
+            if obj.text is not None and obj.prev_mask is None and k not in given:
                 # RVOS: language only until a frame's score passes sigma; that prediction becomes the first reference
                 if k in tracked and scores.get(k, 0.0) > self.sigma and masks[k].any():
                     m = self.model.prepare_mask(seen, prepared)
-                    obj.first = self.model.encode_masks([encoded], [prepared], m[None])
-                    obj.prev_mask, obj.prev_frame = m, (prepared, encoded)
+                    if use_first:
+                        obj.first = self.model.encode_masks([encoded], [prepared], m[None])
+                    obj.prev_mask, obj.prev_frame = m, frame
                 continue
             if self.keep_last_seen and obj.prev_mask is not None and not seen.any():
                 continue  # the object is not visible: keep its last previous reference (and that frame)
-            obj.prev_mask, obj.prev_frame = self.model.prepare_mask(seen, prepared), (prepared, encoded)
+            obj.prev_mask, obj.prev_frame = self.model.prepare_mask(seen, prepared), frame
         self._prev = (prepared, encoded)

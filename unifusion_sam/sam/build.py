@@ -4,12 +4,15 @@
 ``segment_anything.modeling`` and loads the checkpoint safely (``weights_only=True``, CPU map,
 strict, with an error that names the mismatch). ``build_sam("tiny")`` is a small random model for
 tests and the offline default run; ``image_size`` builds any size at another input resolution.
-``build_hf_sam("tiny")`` builds the same sizes as a ``transformers.SamModel``.
+``build_sam("lite0")`` is the offline stand-in: SAM's prompt encoder and mask decoder on a frozen,
+ImageNet-pretrained EfficientNet-Lite0 with a SAM-style neck (:mod:`.lite0`; the default run's SAM).
+``build_hf_sam("tiny")`` builds the ViT sizes as a ``transformers.SamModel``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -40,11 +43,40 @@ SAM_SPECS: dict[str, SamSpec] = {
 }
 PROMPT_DIM = 256
 PATCH_SIZE = 16
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class CustomEncoderSpec:
+    """A SAM whose image encoder is not a ViT: ``build(image_size, pretrained) -> encoder`` returning
+    ``[B, 256, S/16, S/16]``, its default input size and pixel statistics (0..255 scale)."""
+
+    build: Callable[[int, bool], nn.Module]
+    image_size: int
+    pixel_mean: tuple[float, float, float]
+    pixel_std: tuple[float, float, float]
+    decoder_mlp_dim: int = 512
+
+
+def _lite0(image_size: int, pretrained: bool) -> nn.Module:
+    from .lite0 import Lite0ImageEncoder
+
+    return Lite0ImageEncoder(image_size, PROMPT_DIM, pretrained=pretrained)
+
+
+CUSTOM_SAMS: dict[str, CustomEncoderSpec] = {
+    "lite0": CustomEncoderSpec(_lite0, 256, (127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+}
+SAM_SIZES: tuple[str, ...] = (*SAM_SPECS, *CUSTOM_SAMS)
 
 
 def _spec(name: str, image_size: int | None) -> SamSpec:
     if name not in SAM_SPECS:
-        raise ValueError(f"unknown SAM size {name!r}; choose one of {sorted(SAM_SPECS)}")
+        if name in CUSTOM_SAMS:
+            raise ValueError(f"SAM size {name!r} has a custom image encoder: build it with build_sam, not as a "
+                             f"transformers SamModel (ViT sizes: {sorted(SAM_SPECS)})")
+        raise ValueError(f"unknown SAM size {name!r}; choose one of {sorted(SAM_SIZES)}")
     spec = SAM_SPECS[name]
     if image_size is not None:
         if not isinstance(image_size, int) or image_size <= 0 or image_size % PATCH_SIZE:
@@ -54,30 +86,59 @@ def _spec(name: str, image_size: int | None) -> SamSpec:
 
 
 def build_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, image_size: int | None = None):
-    """Build Meta's ``segment_anything.modeling.Sam`` of size ``name`` (``vit_b``/``vit_l``/``vit_h``/``tiny``).
+    """Build Meta's ``segment_anything.modeling.Sam`` of size ``name`` (``vit_b``/``vit_l``/``vit_h``/``tiny``/``lite0``).
 
     ``checkpoint``: a local ``.pth`` (read with ``weights_only=True``) or ``.safetensors`` file with
-    the full SAM state dict. Random weights when ``None``.
+    the full SAM state dict. Random weights when ``None``, except ``lite0``'s image backbone, which
+    always starts from its ImageNet weights (a checkpoint then replaces them).
     """
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+    if name in CUSTOM_SAMS:
+        sam = _build_custom(name, image_size, pretrained=checkpoint is None)
+    else:
+        sam = _build_vit(_spec(name, image_size))
+    sam.eval()
+    if checkpoint is not None:
+        load_sam_checkpoint(sam, checkpoint, name=name)
+    return sam
 
-    spec = _spec(name, image_size)
+
+def _build_custom(name: str, image_size: int | None, pretrained: bool):
+    custom = CUSTOM_SAMS[name]
+    size = custom.image_size if image_size is None else image_size
+    if not isinstance(size, int) or size <= 0 or size % 32:
+        raise ValueError(f"image_size of SAM {name!r} must be a positive multiple of 32, got {image_size!r}")
+    spec = SamSpec(embed_dim=0, depth=0, num_heads=0, global_attn_indexes=(), image_size=size,
+                   decoder_mlp_dim=custom.decoder_mlp_dim)
+    return _assemble(custom.build(size, pretrained), spec, custom.pixel_mean, custom.pixel_std)
+
+
+def _build_vit(spec: SamSpec):
+    from segment_anything.modeling import ImageEncoderViT
+
+    encoder = ImageEncoderViT(
+        depth=spec.depth,
+        embed_dim=spec.embed_dim,
+        img_size=spec.image_size,
+        mlp_ratio=4,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        num_heads=spec.num_heads,
+        patch_size=PATCH_SIZE,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=spec.global_attn_indexes,
+        window_size=spec.window_size,
+        out_chans=PROMPT_DIM,
+    )
+    return _assemble(encoder, spec, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _assemble(image_encoder: nn.Module, spec: SamSpec, pixel_mean, pixel_std):
+    """Meta's ``Sam`` around ``image_encoder`` with SAM's prompt encoder and mask decoder for ``spec``."""
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
     grid = spec.image_size // PATCH_SIZE
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=spec.depth,
-            embed_dim=spec.embed_dim,
-            img_size=spec.image_size,
-            mlp_ratio=4,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-            num_heads=spec.num_heads,
-            patch_size=PATCH_SIZE,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=spec.global_attn_indexes,
-            window_size=spec.window_size,
-            out_chans=PROMPT_DIM,
-        ),
+    return Sam(
+        image_encoder=image_encoder,
         prompt_encoder=PromptEncoder(
             embed_dim=PROMPT_DIM,
             image_embedding_size=(grid, grid),
@@ -91,13 +152,9 @@ def build_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, 
             iou_head_depth=3,
             iou_head_hidden_dim=256,
         ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+        pixel_mean=list(pixel_mean),
+        pixel_std=list(pixel_std),
     )
-    sam.eval()
-    if checkpoint is not None:
-        load_sam_checkpoint(sam, checkpoint, name=name)
-    return sam
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -160,7 +160,10 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         grid (``pe`` ``[1, 256, h, w]``, :meth:`SamBackend.dense_pe` when not given) goes along for the
         locality prior (``fusion.mask_pos_logit``); the others get zeros, which leave their attention
         exactly as without the prior."""
-        pos = None
+        pos = lang_pos = None
+        if lang is not None and self.fusion.lang_pos_proj is not None:
+            pe = (self.backend.dense_pe() if pe is None else pe).to(embeddings.dtype)
+            lang_pos = pe  # [1, ...]: every sentence's queries know where they are (fusion.lang_pos)
         if mask is not None and self.fusion.pos_proj is not None:
             pe = (self.backend.dense_pe() if pe is None else pe).to(embeddings.dtype)
             if tracking is None or not bool(tracking.any()):
@@ -169,7 +172,7 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
                 pos = pe  # [1, ...]: projected once for all samples (every object of a video frame)
             else:
                 pos = pe * tracking.to(device=pe.device, dtype=pe.dtype)[:, None, None, None]
-        return self.fusion(embeddings, lang=lang, mask=mask, pos=pos)
+        return self.fusion(embeddings, lang=lang, mask=mask, pos=pos, lang_pos=lang_pos)
 
     def reference_token(
         self, text_pooled: torch.Tensor | None, has_text: torch.Tensor | None,

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from ..model_card import card_tail, metrics_table, normalize_metrics  # noqa: F401 - re-exported
-from .build import SAM_SPECS
+from .build import CUSTOM_SAMS, SAM_SPECS
 from .config import UniFusionSamConfig
 
 TAGS = [
@@ -34,7 +34,8 @@ FAMILY_NAMES = {"meta": "Meta `segment_anything` `Sam`", "hf": "`transformers.Sa
 
 def _usage(config: UniFusionSamConfig, repo_id: str) -> str:
     size, family = config.sam_size, config.sam_family
-    default_size = SAM_SPECS[size].image_size if size in SAM_SPECS else None
+    specs = {**{k: v.image_size for k, v in SAM_SPECS.items()}, **{k: v.image_size for k, v in CUSTOM_SAMS.items()}}
+    default_size = specs.get(size)
     image_arg = "" if config.image_size == default_size else f", image_size={config.image_size}"
     if family == "meta":
         ckpt = META_SAM_FILES.get(size, "sam_checkpoint.pth")

@@ -7,29 +7,30 @@ from typing import Any
 from torch import nn
 
 from .backends import make_backend
-from .build import SAM_SPECS
+from .build import SAM_SIZES, SAM_SPECS
 from .config import UniFusionSamConfig, load_preset, merge_overrides
 from .model import UniFusionSam
 
 
 def default_preset_for(model: nn.Module) -> str:
-    """The preset matching the SAM's image-encoder width (``sam-vit-b`` for 768, ``sam-tiny`` for 192 ...)."""
-    backend = make_backend(model)
-    width = _encoder_width(backend)
-    for name, spec in SAM_SPECS.items():
-        if spec.embed_dim == width:
-            return "sam-" + name.replace("_", "-")
-    return "sam-vit-b"
-
-
-def _encoder_width(backend) -> int:
-    if backend.family == "meta":
-        return int(backend.image_encoder.patch_embed.proj.out_channels)
-    return int(backend.model.config.vision_config.hidden_size)
+    """The preset matching the SAM's image encoder (``sam-vit-b`` for a 768-wide ViT, ``sam-tiny`` for 192,
+    ``sam-lite0`` for the EfficientNet-Lite0 stand-in ...); ``sam-vit-b`` for an unknown encoder."""
+    name = _size_name(make_backend(model))
+    return "sam-" + name.replace("_", "-") if name in SAM_SIZES else "sam-vit-b"
 
 
 def _size_name(backend) -> str:
-    width = _encoder_width(backend)
+    """The SAM size the encoder is: a custom encoder's ``size_name``, else the ViT size of its width."""
+    custom = getattr(backend.image_encoder, "size_name", None)
+    if isinstance(custom, str):
+        return custom
+    if backend.family == "meta":
+        patch = getattr(backend.image_encoder, "patch_embed", None)
+        if patch is None:
+            return f"custom-{type(backend.image_encoder).__name__}"
+        width = int(patch.proj.out_channels)
+    else:
+        width = int(backend.model.config.vision_config.hidden_size)
     for name, spec in SAM_SPECS.items():
         if spec.embed_dim == width:
             return name

@@ -169,12 +169,21 @@ class RunConfig(JsonConfig):
     synthetic_image_size: int = 128
     eval_samples: int = 48
     eval_videos: int = 12
+    # the held-out synthetic split's seed: fixed, so that runs with other training seeds (and both
+    # families) are scored on the same scenes and videos
+    eval_seed: int = 1000
+    # score the untrained model too (the "untrained" column: a baseline that costs one more evaluation)
+    eval_untrained: bool = True
     deterministic: bool = False
 
     def __post_init__(self) -> None:
         self.stage_names()  # validates ``stage``
         check_choice("mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
         check_choice("tracker", self.tracker, ("tensorboard", "none"))
+        if not isinstance(self.eval_untrained, bool):
+            raise TypeError(f"eval_untrained must be a bool, got {self.eval_untrained!r}")
+        if isinstance(self.eval_seed, bool) or not isinstance(self.eval_seed, int) or self.eval_seed < 0:
+            raise ValueError(f"eval_seed must be an int >= 0, got {self.eval_seed!r}")
         for name in ("batch_size", "grad_accum", "save_every", "log_every", "synthetic_image_size"):
             check_positive_int(name, getattr(self, name))
         for name in self.STAGES:
@@ -186,6 +195,13 @@ class RunConfig(JsonConfig):
                 self.check_source(name, d)
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 0):
             raise ValueError(f"max_steps must be an int >= 0 or None, got {self.max_steps!r}")
+
+    def heldout_synthetic(self):
+        """The :class:`~unifusion_sam.data.synthetic.SyntheticConfig` of the held-out evaluation split."""
+        from ..data.synthetic import SyntheticConfig
+
+        size = self.synthetic_image_size
+        return SyntheticConfig(seed=self.eval_seed, image_size=(size, size))
 
     def check_source(self, stage: str, source: DataSource) -> None:
         """A family rejects data it cannot train on (called for every source of the stages to run)."""

@@ -1,8 +1,10 @@
 """Held-out evaluation on the synthetic data, with the library's own metrics (one implementation).
 
 Scores RIS (mIoU, oIoU), FSS (mIoU), VOS (J&F, DAVIS protocol: first and last frames not scored)
-and RVOS (J&F of each expression's track) of a UniFusion-SAM model, and optionally writes overlay
-PNGs and a GIF of one tracked video.
+and RVOS (J&F of each expression's track) of a model of either family, and optionally writes overlay
+PNGs and a GIF of one tracked video. :func:`score_videos` scores the videos alone, with the video
+session's reference switches (``mask_refs``, ``rvos_refs``) for the paper's ablations
+(``benchmarks/paper_ablations.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.synthetic import SyntheticConfig, SyntheticDataset
+from ..inference.session import MASK_REFS, RVOS_REFS, check_refs
 from ..metrics import FSSMeter, RISMeter, VOSMeter
+
+VIDEO_TASKS = ("vos", "rvos")
 
 
 def _datasets(config: SyntheticConfig, n_images: int, n_videos: int):
@@ -61,44 +66,97 @@ def evaluate_synthetic(
         if i < 4:
             overlays.append(("fss", i, ep.query_image, pred.mask, f"1-shot: {ep.class_name}"))
         bar.update()
-    vos, rvos = VOSMeter(), VOSMeter()
-    gif_frames = None
-    for i in range(n_videos):
-        video = vid_ds.video(i)
-        labels = [np.asarray(video.annotations[t]) for t in range(len(video.frames))]
-        n_obj = max(video.object_ids)
-        first = {k: labels[f] == k for k, f in video.first_frame.items() if f == 0}
-        late = {}
-        for k, f in video.first_frame.items():
-            if f > 0:
-                late.setdefault(f, {})[k] = labels[f] == k
-        vos.start_video(video.name, n_objects=n_obj)
-        track = []
-        for t, result in enumerate(model.track(video.frames, masks=first, new_objects=late, sigma="davis")):
-            vos.update(video.name, result.label_map, labels[t])
-            if i == 0:
-                track.append(result.label_map)
-        if i == 0:
-            gif_frames = (video.frames, track)
-        for exp_id, (obj, sentence) in sorted(video.expressions.items()):
-            name = f"{video.name}_{exp_id}"
-            rvos.start_video(name, n_objects=1)
-            for t, result in enumerate(model.track(video.frames, text=sentence, sigma="rvos")):
-                rvos.update(name, (result.label_map == 1).astype(np.uint8), (labels[t] == obj).astype(np.uint8))
-        bar.update()
+    videos, gif_frames = _score_videos(model, vid_ds, n_videos, bar=bar, keep_first=True)
     bar.close()
-    r, f, v, rv = ris.compute(), fss.compute(), vos.compute(), rvos.compute()
+    r, f = ris.compute(), fss.compute()
     metrics = {
         "ris_miou": float(r["mIoU"]),
         "ris_oiou": float(r["oIoU"]),
         "fss_miou": float(f["mIoU"]),
-        "vos_jf": float(v["J&F-Mean"]),
-        "rvos_jf": float(rv["J&F-Mean"]),
+        **videos,
     }
     if out_dir is not None:
         _write_pictures(Path(out_dir), overlays, gif_frames)
     model.train(was_training)
     return metrics
+
+
+@torch.no_grad()
+def score_videos(
+    model,
+    config: SyntheticConfig,
+    *,
+    n_videos: int = 12,
+    mask_refs: str = "first+previous",
+    rvos_refs: str = "language+mask",
+    tasks: tuple[str, ...] = VIDEO_TASKS,
+    progress: bool = True,
+) -> dict[str, float]:
+    """J&F (fractions) of the first ``n_videos`` held-out synthetic videos of ``config``, exactly as
+    :func:`evaluate_synthetic` scores them (VOS: ``sigma="davis"``, DAVIS protocol; RVOS: one track per
+    expression, ``sigma="rvos"``), with the video session's reference switches ``mask_refs`` (one of
+    ``MASK_REFS``) and ``rvos_refs`` (one of ``RVOS_REFS``). ``tasks``: a subset of ``("vos", "rvos")``.
+    Returns ``{"vos_jf": ..., "rvos_jf": ...}`` (the keys of ``tasks``)."""
+    check_refs("mask_refs", mask_refs, MASK_REFS)
+    check_refs("rvos_refs", rvos_refs, RVOS_REFS)
+    tasks = tuple(tasks)
+    if not tasks or any(t not in VIDEO_TASKS for t in tasks):
+        raise ValueError(f"tasks must be a non-empty subset of {list(VIDEO_TASKS)}, got {tasks!r}")
+    if isinstance(n_videos, bool) or not isinstance(n_videos, int) or n_videos < 1:
+        raise ValueError(f"n_videos must be a positive int, got {n_videos!r}")
+    was_training = model.training
+    model.eval()
+    dataset = SyntheticDataset("heldout", "vos", n_videos, config)
+    bar = tqdm(total=n_videos, desc=f"{'+'.join(tasks)} {mask_refs} / {rvos_refs}", disable=not progress, leave=False)
+    try:
+        scores, _ = _score_videos(model, dataset, n_videos, bar=bar, mask_refs=mask_refs, rvos_refs=rvos_refs,
+                                  tasks=tasks)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return scores
+
+
+def _score_videos(model, dataset: SyntheticDataset, n_videos: int, *, bar, keep_first: bool = False,
+                  mask_refs: str = "first+previous", rvos_refs: str = "language+mask",
+                  tasks: tuple[str, ...] = VIDEO_TASKS):
+    """The video loop of :func:`evaluate_synthetic` and :func:`score_videos`: ``({"vos_jf", "rvos_jf"} of
+    ``tasks``, (frames, label maps) of the first video's VOS track or ``None``)``."""
+    vos, rvos = VOSMeter(), VOSMeter()
+    gif_frames = None
+    for i in range(n_videos):
+        video = dataset.video(i)
+        labels = [np.asarray(video.annotations[t]) for t in range(len(video.frames))]
+        if "vos" in tasks:
+            n_obj = max(video.object_ids)
+            first = {k: labels[f] == k for k, f in video.first_frame.items() if f == 0}
+            late = {}
+            for k, f in video.first_frame.items():
+                if f > 0:
+                    late.setdefault(f, {})[k] = labels[f] == k
+            vos.start_video(video.name, n_objects=n_obj)
+            track = []
+            for t, result in enumerate(model.track(video.frames, masks=first, new_objects=late, sigma="davis",
+                                                   mask_refs=mask_refs, rvos_refs=rvos_refs)):
+                vos.update(video.name, result.label_map, labels[t])
+                if i == 0 and keep_first:
+                    track.append(result.label_map)
+            if i == 0 and keep_first:
+                gif_frames = (video.frames, track)
+        if "rvos" in tasks:
+            for exp_id, (obj, sentence) in sorted(video.expressions.items()):
+                name = f"{video.name}_{exp_id}"
+                rvos.start_video(name, n_objects=1)
+                for t, result in enumerate(model.track(video.frames, text=sentence, sigma="rvos",
+                                                       mask_refs=mask_refs, rvos_refs=rvos_refs)):
+                    rvos.update(name, (result.label_map == 1).astype(np.uint8), (labels[t] == obj).astype(np.uint8))
+        bar.update()
+    scores = {}
+    if "vos" in tasks:
+        scores["vos_jf"] = float(vos.compute()["J&F-Mean"])
+    if "rvos" in tasks:
+        scores["rvos_jf"] = float(rvos.compute()["J&F-Mean"])
+    return scores, gif_frames
 
 
 def _write_pictures(out: Path, overlays, gif_frames) -> None:

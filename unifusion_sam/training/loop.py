@@ -212,7 +212,12 @@ def print_table(metrics: dict) -> None:
     keys = ["ris_miou", "ris_oiou", "fss_miou", "vos_jf", "rvos_jf"]
     if not all(k in metrics for k in keys):
         return
-    before = metrics.get("untrained", {})
+    before = metrics.get("untrained")
+    if before is None:  # eval_untrained: false
+        print(f"\n{'metric':<10} {'trained':>10}")
+        for k in keys:
+            print(f"{k:<10} {metrics[k]:>10.3f}")
+        return
     print(f"\n{'metric':<10} {'untrained':>10} {'trained':>10}")
     for k in keys:
         print(f"{k:<10} {before.get(k, float('nan')):>10.3f} {metrics[k]:>10.3f}")

@@ -14,8 +14,10 @@ split (never the held-out one):
 - an instance embedding in which the cells of one object are close to their object's mean and far
   from the other objects' (what tracking and few-shot matching need).
 
-Only the image encoder trains; the small head that reads the targets out of the embedding is thrown
-away. Users with a real SAM checkpoint skip this: their encoder is pretrained already.
+Only the image encoder trains (for a custom encoder such as the EfficientNet-Lite0 stand-in, only what
+its ``trainable_stand_in()`` returns: the neck on top of the frozen ImageNet backbone); the small head
+that reads the targets out of the embedding is thrown away. Users with a real SAM checkpoint skip
+this: their encoder is pretrained already.
 """
 
 from __future__ import annotations
@@ -140,8 +142,12 @@ def pretrain_image_encoder(
     # the loader's workers prepare images on the CPU, wherever the SAM lives
     transform = SamTransform(sam.image_encoder.img_size, sam.pixel_mean.cpu(), sam.pixel_std.cpu())
     encoder = sam.image_encoder
+    # a custom encoder names what may train (the Lite0 stand-in: its neck; its pretrained backbone stays
+    # frozen, BatchNorm in eval mode); a ViT trains whole
+    parts = encoder.trainable_stand_in() if hasattr(encoder, "trainable_stand_in") else [encoder]
     encoder.train()
-    encoder.requires_grad_(True)
+    for part in parts:
+        part.requires_grad_(True)
     head = DenseHead(encoder.neck[0].out_channels, config.embed_dim)  # the neck's width (256 in every SAM)
     scenes = SyntheticDataset("train", "ris", 4000, synthetic)
     loader = torch.utils.data.DataLoader(
@@ -150,7 +156,7 @@ def pretrain_image_encoder(
     )
     device = next(encoder.parameters()).device
     head.to(device)
-    params = list(encoder.parameters()) + list(head.parameters())
+    params = [p for part in parts for p in part.parameters()] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
     losses: list[float] = []

@@ -53,7 +53,7 @@ class UniRefConfig(JsonConfig):
     """Everything that defines a full UniRef++ model (defaults: the authors' UniRef++-R50).
 
     - ``backbone``: a name from :data:`~unifusion_sam.uniref.backbones.BACKBONES` (``resnet50``,
-      ``swin_l``, ``resnet18`` for the small preset ...); strides 4/8/16/32 (res2..res5).
+      ``swin_l``, ``lite0`` for the small preset, ``resnet18`` ...); strides 4/8/16/32 (res2..res5).
     - ``hidden_dim``/``num_heads``/``ffn_dim``/``enc_layers``/``dec_layers``/``enc_points``/``dec_points``:
       the two-stage Deformable-DETR transformer; ``num_queries`` = the number of proposals kept.
     - ``mask_dim``: channels of the stride-4 mask features (hidden_dim // 32 in the authors' model);
@@ -127,6 +127,9 @@ class UniRefConfig(JsonConfig):
         if self.mask.dim != c or self.mask.visual_dim != c:
             raise ValueError(f"mask.dim and mask.visual_dim must equal hidden_dim {c}, got {self.mask.dim} and "
                              f"{self.mask.visual_dim}")
+        if self.fusion.lang_pos:
+            raise ValueError("fusion.lang_pos is a UniFusion-SAM option; the full UniRef++ model keeps the authors' "
+                             "fusion (its deformable encoder adds positions itself)")
         if self.mask.strides != (8, 16, 32, 64):
             raise ValueError(f"the full model's mask encoder uses strides (8, 16, 32, 64), got {self.mask.strides}")
         if self.text is not None and self.text.dim != c:

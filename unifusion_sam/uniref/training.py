@@ -44,7 +44,8 @@ class UniRefTrainConfig(RunConfig):
     ``init_reset_class_heads`` re-initialises the class heads when the previous stage had another number of
     classes, as Objects365's 365 before the class-agnostic stages). Learning rates: the stage's ``lr`` x
     ``backbone_lr_mult`` for the backbone, x ``linear_proj_lr_mult`` for the deformable sampling offsets,
-    ``text_lr`` for the text encoder (the authors' rule); weight decay on every parameter."""
+    ``text_lr`` for the text encoder (the authors' rule); ``backbone_lr_mult: 0`` freezes the backbone (no
+    gradients through it: the cheap choice for a pretrained backbone on a CPU); weight decay on every parameter."""
 
     STAGES = UNIREF_STAGES
     ALL = "all"
