@@ -70,6 +70,9 @@ def test_lite0_sam_frozen_backbone_and_wrapping():
     assert emb.shape == (2, 256, 16, 16)
     model = wrap_sam(sam)
     assert model.config.sam_size == "lite0" and model.config.image_size == 256
+    assert model.config.fusion.lang_pos  # the preset's position-aware language queries run end to end
+    image = (np.random.default_rng(0).random((96, 80, 3)) * 255).astype(np.uint8)
+    assert model.predict(image, text="the red circle on the left").mask.shape == (96, 80)
     assert not any(p.requires_grad for p in enc.parameters())
     model.train()
     assert not enc.backbone.training  # BatchNorm keeps the ImageNet statistics

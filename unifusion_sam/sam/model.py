@@ -161,11 +161,13 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         locality prior (``fusion.mask_pos_logit``); the others get zeros, which leave their attention
         exactly as without the prior."""
         pos = lang_pos = None
-        if lang is not None and self.fusion.lang_pos_proj is not None:
-            pe = (self.backend.dense_pe() if pe is None else pe).to(embeddings.dtype)
+        wants_lang_pos = lang is not None and self.fusion.lang_pos_proj is not None
+        wants_pos = mask is not None and self.fusion.pos_proj is not None
+        if wants_lang_pos or wants_pos:
+            pe = (self.backend.dense_pe() if pe is None else pe).to(embeddings.dtype)  # computed once
+        if wants_lang_pos:
             lang_pos = pe  # [1, ...]: every sentence's queries know where they are (fusion.lang_pos)
-        if mask is not None and self.fusion.pos_proj is not None:
-            pe = (self.backend.dense_pe() if pe is None else pe).to(embeddings.dtype)
+        if wants_pos:
             if tracking is None or not bool(tracking.any()):
                 pos = torch.zeros_like(pe)
             elif bool(tracking.all()):
