@@ -14,10 +14,13 @@ PYTEST_ARGS ?= -m "not slow"
 
 setup: $(VENV)/.installed
 
+# Meta's SAM 2 (the sam2 extra, in dev) is a source-only package: it is built against the torch installed
+# first, without its CUDA extension (not needed), before the package's own extras
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q $(TORCH_SPEC)
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation "sam2>=1.0"
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 

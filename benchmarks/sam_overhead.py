@@ -20,8 +20,12 @@ before ResNet-18: 256 at input 512, 512 at 1024), the same with the reference at
 full-resolution SAM embeddings of the reference frames.
 
     python benchmarks/sam_overhead.py [--full] [--repeats 3] [--threads 1]
+    python benchmarks/sam_overhead.py --family sam2 [--repeats 3]
 
-``--full`` uses SAM's real input size 1024 (default 512, 4x cheaper).
+``--full`` uses SAM's real input size 1024 (default 512, 4x cheaper). ``--family sam2`` measures the same
+on SAM 2 (Meta ``sam2``, a ``sam2_hiera_t``-sized model with random weights, always at its real input size
+1024) against SAM 2's own ``SAM2ImagePredictor.set_image`` + ``predict(point)``, with the ``sam2-hiera-tiny``
+preset (reference at 512 / 256 / 128).
 """
 
 from __future__ import annotations
@@ -72,16 +76,19 @@ def best_of(fn, n: int = 2) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="input size 1024 instead of 512")
+    parser.add_argument("--family", choices=("sam", "sam2"), default="sam",
+                        help="sam: Meta SAM vit_b (default); sam2: Meta SAM 2 hiera-tiny at 1024")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: stable on a shared machine; 0 = torch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    size = 1024 if args.full else 512
+    sam2 = args.family == "sam2"
+    size = 1024 if args.full or sam2 else 512
     h, w = size * 3 // 4, size  # a 4:3 image whose long side is SAM's input size
     torch.manual_seed(0)
-    sam = build_sam("vit_b", image_size=size)
+    sam = build_sam("sam2_hiera_t" if sam2 else "vit_b", image_size=size)
 
     options = {
         "sam-vit-b (8x32, ref = input/2)": dict(adapter="sam-vit-b"),
@@ -90,14 +97,26 @@ def main() -> None:
         "sam-vit-b, ref 128": dict(adapter="sam-vit-b", mask={"input_size": 128}),
         "authors (8x256, ref full)": dict(adapter="sam-vit-b-authors"),
     }
+    if sam2:
+        options = {
+            "sam2-hiera-tiny (ref 512)": dict(adapter="sam2-hiera-tiny"),
+            "sam2-hiera-tiny, ref 256": dict(adapter="sam2-hiera-tiny", mask={"input_size": 256}),
+            "sam2-hiera-tiny, ref 128": dict(adapter="sam2-hiera-tiny", mask={"input_size": 128}),
+        }
     models = {}
     for name, kwargs in options.items():
         torch.manual_seed(0)
         models[name] = wrap_sam(sam, **kwargs).eval()
 
-    from segment_anything import SamPredictor
+    if sam2:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    plain = SamPredictor(sam)
+        plain = SAM2ImagePredictor(sam)
+        plain._bb_feat_sizes = [(size // s, size // s) for s in (4, 8, 16)]  # sam2 hard-codes those of 1024
+    else:
+        from segment_anything import SamPredictor
+
+        plain = SamPredictor(sam)
     frames = [frame(t, h, w) for t in range(args.repeats + 3)]
     img = frames[0][0]
     point = dict(point_coords=np.array([[w * 0.3, h * 0.5]]), point_labels=np.array([1]))
@@ -113,8 +132,10 @@ def main() -> None:
     def video_call(model, t):
         (f0, m0), (fp, mp), (ft, _) = frames[0], frames[t - 1], frames[t]
         model.predictor.cache.clear()
-        model.predictor.embed(f0)  # the first and previous frames were encoded before: cached
-        model.predictor.embed(fp)
+        # the first and previous frames were encoded before: cached (under the task predict gives
+        # mask-only references, "fss", which is part of the cache key)
+        model.predictor.embed(f0, task="fss")
+        model.predictor.embed(fp, task="fss")
         return timed(lambda: model.predict(ft, ref_images=[f0, fp], ref_masks=[m0, mp]))
 
     with torch.inference_mode():
@@ -129,11 +150,12 @@ def main() -> None:
                 text_t[name].append(timed(lambda: text_call(model)))  # noqa: B023
                 video_t[name].append(video_call(model, r + 2))
 
-    print(f"SAM vit_b, random weights, input {size} (image {w} x {h}), {torch.get_num_threads()} thread(s), "
+    print(f"{'SAM 2 hiera-tiny' if sam2 else 'SAM vit_b'}, random weights, input {size} (image {w} x {h}), "
+          f"{torch.get_num_threads()} thread(s), "
           f"{args.repeats} rounds; load average {os.getloadavg()[0]:.1f}")
     for k, clock in enumerate(("process CPU time", "wall time")):
         base = [b[k] for b in base_t]
-        print(f"\n[{clock}] baseline SamPredictor.set_image + predict(point): "
+        print(f"\n[{clock}] baseline {type(plain).__name__}.set_image + predict(point): "
               f"median {statistics.median(base) * 1e3:.0f} ms, best {min(base) * 1e3:.0f} ms")
         print(f"{'option':<28}{'text median':>12}{'text best':>11}{'video median':>14}{'video best':>12}"
               "   (ratio to plain SAM)")
@@ -152,18 +174,21 @@ def main() -> None:
         first = next(iter(models.values()))
         pred = first.predictor
         (f0, m0), (fp, mp) = frames[0], frames[1]
-        _, p0, e0 = pred.embed(f0)
-        _, p1, e1 = pred.embed(fp)
-        coords = torch.tensor(pred.transform.coords(point["point_coords"], (h, w)), dtype=torch.float)[None]
+        _, p0, f0_features = pred.embed(f0)
+        _, p1, f1_features = pred.embed(fp)
+        # the image embeddings (SAM 2: without the high-resolution maps, which go to the decoder as they are)
+        e0, e1 = first.backend.image_embedding(f0_features), first.backend.image_embedding(f1_features)
+        extras = first.backend.decoder_inputs(f0_features)
+        coords = torch.tensor(first.transform.coords(point["point_coords"], (h, w)), dtype=torch.float)[None]
         labels = torch.ones(1, 1, dtype=torch.int)
         encode_ms = best_of(lambda: first.encode_image(p0.pixels)) * 1e3
-        decode_ms = best_of(lambda: first.decode(e0, point_coords=coords, point_labels=labels)) * 1e3
+        decode_ms = best_of(lambda: first.decode(e0, point_coords=coords, point_labels=labels, extras=extras)) * 1e3
         print(f"plain SAM: image encoder {encode_ms:.0f} ms, prompt encoder + mask decoder {decode_ms:.1f} ms")
         print("'video extra' / 'text extra': the stages a video step / text call adds, minus SAM's decode, "
               "as % of encode + decode")
         print(f"{'option':<28}" + "".join(f"{c:>13}" for c in columns))
         units = torch.cat([p0.unit, p1.unit])
-        masks = torch.cat([pred.transform.mask(m0), pred.transform.mask(mp)])
+        masks = torch.cat([first.transform.mask(m0), first.transform.mask(mp)])
         emb = torch.cat([e0, e1])
         for name, model in models.items():
             enc = model.mask_encoder
@@ -187,7 +212,8 @@ def main() -> None:
                 "fusion(mask)": best_of(lambda: model.fuse(e0, None, tokens)),  # noqa: B023
                 "text enc": best_of(lambda: model.encode_text([TEXT])),  # noqa: B023
                 "fusion(text)": best_of(lambda: model.fuse(e0, lang, None)),  # noqa: B023
-                "decode+tok": best_of(lambda: model.decode(e0, token, point_coords=coords, point_labels=labels)),  # noqa: B023
+                "decode+tok": best_of(lambda: model.decode(e0, token, point_coords=coords, point_labels=labels,  # noqa: B023
+                                                           extras=extras)),
             }
             ms = {k: v * 1e3 for k, v in ms.items()}
             ms["mask fusers"] = ms.pop("mask encoder") - ms["mask trunk"]  # the fusion blocks (and resizes)

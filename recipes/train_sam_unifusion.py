@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     inner = accelerator.unwrap_model(model)
-    cache = None if inner.lora_enabled or cfg.embedding_cache == 0 else TrainEmbeddingCache(cfg.embedding_cache)
+    cache = None if inner.lora_enabled or cfg.embedding_cache == 0 else TrainEmbeddingCache(
+        cfg.embedding_cache, max_bytes=int(cfg.embedding_cache_gb * 2**30))
 
     metrics: dict = {} if stand_in_loss is None else {"final_loss_stand_in": stand_in_loss}
     if (accelerator.is_main_process and uses_synthetic and cfg.eval_samples and cfg.eval_untrained

@@ -19,6 +19,7 @@ from torch import nn
 
 from unifusion_sam.sam import (
     CUSTOM_SAMS,
+    SAM2_SPECS,
     SAM_SPECS,
     UniFusionSamConfig,
     build_hf_sam,
@@ -142,14 +143,16 @@ def test_lora_count_in_trainable_parameters(lora_pairs, family):
 # ------------------------------------------------------------------ 7. presets
 def test_every_preset_file_loads():
     names = list_presets()
-    assert names == sorted(p.stem for p in ADAPTERS.glob("sam-*.json"))  # uniref-*.json: the full model's presets
+    # sam2-*.json: the SAM 2 presets (tests/test_sam2_wrap.py); uniref-*.json: the full model's presets
+    assert names == sorted(p.stem for pattern in ("sam-*.json", "sam2-*.json") for p in ADAPTERS.glob(pattern))
     with pytest.raises(ValueError, match="unknown adapter preset 'uniref-r50'"):
         load_preset("uniref-r50")
     assert {"sam-tiny", "sam-tiny-lora", "sam-vit-b", "sam-vit-b-authors", "sam-vit-h", "sam-vit-h-lora"} <= set(names)
     for name in names:
         config = load_preset(name)
         assert isinstance(config, UniFusionSamConfig)
-        sizes = {**{k: v.image_size for k, v in SAM_SPECS.items()}, **{k: v.image_size for k, v in CUSTOM_SAMS.items()}}
+        sizes = {**{k: v.image_size for k, v in SAM_SPECS.items()}, **{k: v.image_size for k, v in CUSTOM_SAMS.items()},
+                 **{k: v.image_size for k, v in SAM2_SPECS.items()}}
         assert config.image_size == sizes[config.sam_size], name
         assert config.lora.enabled == name.endswith("-lora"), name
         # the file round-trips through the config (no key silently dropped)

@@ -71,3 +71,38 @@ def test_sam_checkpoint_of_another_size_fails_before_training(tmp_path):
         recipe.main(["--sam", "vit_b", "--sam_checkpoint", str(path), "--output_dir", str(tmp_path / "o"),
                      "--tracker", "none", "--eval_samples", "0"])
     assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+class _CountingEncoder:
+    """Stands in for a model: ``encode_image`` returns a distinct ``[N, 4, 8, 8]`` float tensor (1 KiB each)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode_image(self, pixels):
+        self.calls += pixels.shape[0]
+        return pixels.mean(dim=(1, 2, 3), keepdim=True).expand(-1, 4, 8, 8).clone()
+
+
+def test_embedding_cache_is_bounded_by_images_and_bytes():
+    import torch
+
+    from unifusion_sam.training import TrainEmbeddingCache
+
+    model = _CountingEncoder()
+    cache = TrainEmbeddingCache(capacity=100, max_bytes=3 * 1024)  # room for three 1 KiB embeddings
+    pixels = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 3, 2, 2)
+    keys = [f"img{i}" for i in range(5)]
+    first = cache.embed(model, pixels, keys)
+    assert model.calls == 5 and len(cache) == 3 and cache.bytes == 3 * 1024  # the two oldest went out
+    again = cache.embed(model, pixels[2:], keys[2:])  # the three newest: all hits, nothing encoded
+    assert model.calls == 5 and cache.hits == 3 and torch.equal(again, first[2:])
+    cache.embed(model, pixels[:1], keys[:1])  # evicted earlier: encoded again
+    assert model.calls == 6 and len(cache) == 3
+    by_count = TrainEmbeddingCache(capacity=2)
+    by_count.embed(model, pixels, keys)
+    assert len(by_count) == 2
+    with pytest.raises(ValueError, match="capacity"):
+        TrainEmbeddingCache(capacity=-1)
+    with pytest.raises(ValueError, match="embedding_cache_gb"):
+        apply_overrides(TrainConfig.from_yaml(DEFAULT), {"embedding_cache_gb": -1.0})

@@ -172,3 +172,17 @@ def test_make_grid():
         make_grid([])
     with pytest.raises(TypeError, match="uint8"):
         make_grid([np.zeros((4, 4, 3), np.float32)])
+
+
+def test_thumbnail_shrinks_only_what_is_too_large(tmp_path):
+    from unifusion_sam.visualize import save_png, thumbnail
+
+    big = np.zeros((480, 640, 3), np.uint8)
+    big[:, 320:] = 200
+    small = thumbnail(big, max_side=320)
+    assert small.shape == (240, 320, 3)
+    assert small[:, :150].max() == 0 and small[:, 170:].min() == 200  # the left / right halves survive
+    little = np.ones((100, 50, 3), np.uint8)
+    assert thumbnail(little, max_side=320) is little
+    with Image.open(save_png(small, tmp_path / "t.png")) as im:
+        assert im.size == (320, 240) and not list(tmp_path.glob("*.tmp"))

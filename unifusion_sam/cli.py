@@ -8,6 +8,7 @@
     unifusion-sam track clip.mp4 --text "the man in red" ...                 # needs unifusion-sam[video]
     unifusion-sam segment photo.jpg --text "the dog" --checkpoint out/uniref-r50   # a full UniRef++ model
     unifusion-sam convert-uniref UniRef++_R50.pth out/uniref-r50 [--text-encoder bert-base-uncased] [--push-to-hub ID]
+    unifusion-sam demo [--checkpoint DIR_OR_HUB_ID] [--host 127.0.0.1] [--port 7860]  # web demo, unifusion-sam[demo]
 
 ``segment`` writes ``<stem>_mask.png`` (0/255) and ``<stem>_overlay.png``. ``track`` writes one palette
 PNG per frame (``masks/<frame>.png``, ids = objects), overlays (``overlays/<frame>.png``) and
@@ -17,6 +18,9 @@ tiny`` is a small random SAM (for trying things out). A full UniRef++ checkpoint
 ``convert-uniref`` reads the authors' released checkpoint (tensors only, nothing else is unpickled),
 maps every key strictly and writes this library's ``save_pretrained`` format.
 The GIF holds thumbnails (longer side at most 320 pixels) of every frame, kept in memory until the end.
+``demo`` serves a web page (Gradio) with the same tasks; without ``--checkpoint`` it loads ``make demo``'s
+``outputs/default`` (a run folder: ``adapter/`` + ``sam_<size>.safetensors``, or ``model/``), else the untrained
+tiny SAM, and says so on the page.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from .evaluation.loading import add_model_arguments, model_from_args
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_HINT = 'reading video files needs imageio with ffmpeg: pip install "unifusion-sam[video]"'
+DEMO_HINT = 'the web demo needs gradio: pip install "unifusion-sam[demo]"'
 GIF_MAX_SIDE = 320
 
 
@@ -58,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unifusion-sam", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{segment,track,convert-uniref}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{segment,track,convert-uniref,demo}")
     default_device = "cuda" if _cuda() else "cpu"
 
     seg = sub.add_parser("segment", help="segment one image", description="Segment one image from a sentence, "
@@ -95,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="id or folder of the text encoder's tokenizer and configuration (default bert-base-uncased, "
                            "as in the released checkpoints)")
     conv.add_argument("--push-to-hub", default=None, metavar="ID", help="also upload the converted model to this Hub repo")
+
+    web = sub.add_parser("demo", help="serve the web demo (Gradio)", description="Serve a web page that segments "
+                         "images from a sentence, examples or points and tracks objects through a video. Without "
+                         "--checkpoint: outputs/default (make demo's run folder) when it exists, else the untrained "
+                         "tiny SAM; --sam / --adapter alone mean --checkpoint none.")
+    web.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    web.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    add_model_arguments(web, default_device=default_device, required=False)
     return parser
 
 
@@ -192,12 +205,12 @@ def segment(args: argparse.Namespace) -> list[Path]:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.image.stem
     mask_path = args.out_dir / f"{stem}_mask.png"
-    _save_png(Image.fromarray(prediction.mask.astype(np.uint8) * 255, mode="L"), mask_path)
+    visualize.save_png(Image.fromarray(prediction.mask.astype(np.uint8) * 255, mode="L"), mask_path)
     overlay_path = args.out_dir / f"{stem}_overlay.png"
-    picture = _overlay(image, prediction.mask, args.text)
+    picture = visualize.captioned_overlay(image, np.asarray(prediction.mask).astype(np.uint8), args.text)
     if points:
         picture = visualize.draw_points(picture, np.asarray(points), kwargs["point_labels"])
-    _save_png(Image.fromarray(picture), overlay_path)
+    visualize.save_png(Image.fromarray(picture), overlay_path)
     print(f"score {prediction.score:.3f}, {int(prediction.mask.sum())} pixels")
     return [mask_path, overlay_path]
 
@@ -234,11 +247,11 @@ def track(args: argparse.Namespace) -> list[Path]:
     for result in tqdm(results, desc="frames", unit="frame"):
         name, rgb = names[result.index], current["rgb"]
         writer.write_frame("masks", name, result.label_map)
-        picture = _overlay(rgb, result.label_map, args.text)
+        picture = visualize.captioned_overlay(rgb, np.asarray(result.label_map).astype(np.uint8), args.text)
         if not args.no_overlays:
-            _save_png(Image.fromarray(picture), out_dir / "overlays" / f"{name}.png")
+            visualize.save_png(Image.fromarray(picture), out_dir / "overlays" / f"{name}.png")
         if not args.no_gif:
-            thumbs.append(_thumbnail(picture))
+            thumbs.append(visualize.thumbnail(picture, GIF_MAX_SIDE))
     if not names:
         raise CLIError(f"no frames in {args.video}")
     written = [out_dir / "masks"]
@@ -265,34 +278,27 @@ def convert(args: argparse.Namespace) -> list[Path]:
     return [args.out_dir] if args.out_dir is not None else []
 
 
+def demo(args: argparse.Namespace) -> list[Path]:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise CLIError(DEMO_HINT)
+    from .demo.app import launch
+    from .demo.loading import load_demo_model
+
+    served = load_demo_model(args)
+    print(f"model: {served.description}" + (f"\nnote: {served.notice}" if served.notice else ""))
+    launch(served, host=args.host, port=args.port)
+    return []
+
+
 # ----------------------------------------------------------------------------------------- drawing
-def _save_png(im: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    im.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def _overlay(image: np.ndarray, labels: np.ndarray, caption: str | None) -> np.ndarray:
-    picture = visualize.overlay_label_map(image, np.asarray(labels).astype(np.uint8))
-    return visualize.draw_caption(picture, caption) if caption else picture
-
-
-def _thumbnail(picture: np.ndarray) -> np.ndarray:
-    h, w = picture.shape[:2]
-    scale = GIF_MAX_SIDE / max(h, w)
-    if scale >= 1:
-        return picture
-    return np.asarray(Image.fromarray(picture).resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                                      Image.BILINEAR))
-
-
 # ----------------------------------------------------------------------------------------- entry point
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``unifusion-sam`` and ``python -m unifusion_sam``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        written = {"segment": segment, "track": track, "convert-uniref": convert}[args.command](args)
+        written = {"segment": segment, "track": track, "convert-uniref": convert, "demo": demo}[args.command](args)
     except (CLIError, DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

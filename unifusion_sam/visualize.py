@@ -225,11 +225,32 @@ def _atomic_save(im: Image.Image, path: Path, fmt: str, **kwargs: object) -> Pat
     return path
 
 
+def captioned_overlay(image: np.ndarray, mask_or_label_map: np.ndarray, caption: str | None = None,
+                      alpha: float = 0.5) -> np.ndarray:
+    """The overlay of a bool mask (one colour) or a label map (palette colours), with ``caption`` on top."""
+    out = _overlay_any(image, mask_or_label_map, alpha)
+    return draw_caption(out, caption) if caption else out
+
+
+def thumbnail(picture: np.ndarray, max_side: int = 320) -> np.ndarray:
+    """``picture`` shrunk (bilinear) so its longer side is at most ``max_side``; unchanged when it fits."""
+    h, w = picture.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return picture
+    return np.asarray(Image.fromarray(picture).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                                      Image.BILINEAR))
+
+
+def save_png(im: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a PIL image (or an array) as a PNG, atomically (a temporary file renamed into place)."""
+    return _atomic_save(im if isinstance(im, Image.Image) else Image.fromarray(im), Path(path), "PNG")
+
+
 def save_overlay(path: str | os.PathLike, image: np.ndarray, mask_or_label_map: np.ndarray,
                  caption: str | None = None, alpha: float = 0.5) -> Path:
     """Save the overlay of a bool mask (one colour) or a label map (palette colours) as a PNG."""
-    out = _overlay_any(image, mask_or_label_map, alpha)
-    return _atomic_save(Image.fromarray(draw_caption(out, caption) if caption else out), Path(path), "PNG")
+    return save_png(captioned_overlay(image, mask_or_label_map, caption, alpha), path)
 
 
 def save_gif(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 8, loop: int = 0) -> Path:

@@ -4,11 +4,12 @@
 model (``config.json``; it needs nothing else) or a UniFusion-SAM adapter (``adapter_config.json``;
 it needs ``--sam``). ``--checkpoint none`` builds an untrained model: the adapter preset ``--adapter``
 (default: the preset matching the SAM) or, for a ``uniref-*`` preset, an untrained full model; a
-baseline, and what tests use. ``--sam`` names a SAM size (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``, ``lite0``)
-or is the path of a Meta SAM ``.pth`` / ``.safetensors`` file (its size is read from the weights
-unless ``--sam-size`` says it); ``--sam-checkpoint`` gives the weights for a size name. ``tiny``
-without weights is a small random model for tests; ``lite0`` without weights is the offline stand-in
-(pretrained EfficientNet-Lite0 backbone, untrained neck and decoder).
+baseline, and what tests use. ``--sam`` names a SAM size (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``, ``lite0``;
+SAM 2: ``sam2_hiera_t``, ``sam2_hiera_s``, ``sam2_hiera_b+``, ``sam2_hiera_l``, ``sam2.1_hiera_*``, ``sam2_tiny``)
+or is the path of a Meta SAM / SAM 2 ``.pth`` / ``.pt`` / ``.safetensors`` file (its size is read from the
+weights unless ``--sam-size`` says it); ``--sam-checkpoint`` gives the weights for a size name. ``tiny``
+and ``sam2_tiny`` without weights are small random models for tests; ``lite0`` without weights is the
+offline stand-in (pretrained EfficientNet-Lite0 backbone, untrained neck and decoder).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from ..data.io import DataError
 from ..sam.build import CUSTOM_SAMS, SAM_SIZES, SAM_SPECS, build_sam, read_state_dict
+from ..sam.build_sam2 import SAM2_SPECS, sam2_name_from_state
 
 NO_CHECKPOINT = "none"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -38,10 +40,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_device: str 
                        help="a UniRef++ model or UniFusion-SAM adapter: folder or Hugging Face Hub id "
                             "(save_pretrained / push_to_hub), or 'none' for an untrained model (a baseline)")
     group.add_argument("--sam", default=None,
-                       help="SAM size (vit_b, vit_l, vit_h, tiny, lite0) or the path of a Meta SAM .pth / .safetensors "
-                            "(UniFusion-SAM adapters only)")
+                       help="SAM size (vit_b, vit_l, vit_h, tiny, lite0; SAM 2: sam2_hiera_t/s/b+/l, sam2.1_hiera_*, "
+                            "sam2_tiny) or the path of a Meta SAM / SAM 2 .pth / .pt / .safetensors (UniFusion-SAM "
+                            "adapters only; SAM 2 needs unifusion-sam[sam2])")
     group.add_argument("--sam-checkpoint", type=Path, default=None,
-                       help="Meta SAM weights for a size name, e.g. sam_vit_b_01ec64.pth")
+                       help="Meta SAM weights for a size name, e.g. sam_vit_b_01ec64.pth or sam2_hiera_tiny.pt")
     group.add_argument("--sam-size", choices=sorted(SAM_SIZES), default=None,
                        help="size of the SAM weights given as a path (default: read from the weights)")
     group.add_argument("--sam-image-size", type=int, default=None,
@@ -145,7 +148,7 @@ def build_sam_from_option(sam: str | os.PathLike, *, sam_checkpoint=None, sam_si
             size = size or found_size
             image_size = image_size or found_image_size
         return build_sam(size, checkpoint=path, image_size=image_size)
-    if name not in ("tiny", *CUSTOM_SAMS):
+    if name not in ("tiny", "sam2_tiny", *CUSTOM_SAMS):
         warnings.warn(f"SAM {name} has random weights: pass --sam-checkpoint (e.g. sam_{name}_*.pth) for real "
                       "predictions", UserWarning, stacklevel=2)
     return build_sam(name, image_size=sam_image_size)
@@ -165,6 +168,11 @@ def _inspect_sam_weights(path: Path) -> tuple[str, int]:
         state = read_state_dict(path)
     if "image_encoder.backbone._conv_stem.weight" in state:  # the EfficientNet-Lite0 stand-in (a CNN: any size)
         return "lite0", CUSTOM_SAMS["lite0"].image_size
+    if "image_encoder.trunk.patch_embed.proj.weight" in state:  # SAM 2 (Hiera): the size from the trunk's layout
+        sam2 = sam2_name_from_state(state)
+        if sam2 is None:
+            raise ValueError(f"{path}: a SAM 2 checkpoint of no known Hiera size; pass --sam-size")
+        return sam2, SAM2_SPECS[sam2].image_size
     proj = state.get("image_encoder.patch_embed.proj.weight")
     pos = state.get("image_encoder.pos_embed")
     if proj is None or pos is None:

@@ -1,13 +1,8 @@
-"""One interface over the two SAM implementations: Meta's ``segment_anything`` and ``transformers.SamModel``.
+"""The SAM implementations behind one interface (:class:`~.backend_base.SamBackend`, which gives the shapes).
 
-A backend exposes SAM's three parts without copying any weight: ``image_encoder``, ``prompt_encoder``
-and ``mask_decoder`` are the wrapped model's own modules. Shapes (S = input size, h = w = S / 16):
-
-- ``encode_image(pixels [B, 3, S, S]) -> [B, 256, h, w]``
-- ``embed_prompts(coords [B, N, 2] | None, labels [B, N] | None, boxes [B, 4] | None, batch)``
-  ``-> sparse [B, N', 256], dense [B, 256, h, w]`` (coordinates in SAM's input frame)
-- ``decode(embeddings [B, 256, h, w], sparse [B, N, 256], dense [B, 256, h, w])``
-  ``-> logits [B, 1, 4h, 4w], iou [B, 1]`` (single-mask output, ``multimask_output=False``)
+SAM 1: Meta's ``segment_anything`` ``Sam`` (:class:`MetaSamBackend`) and ``transformers.SamModel``
+(:class:`HFSamBackend`); SAM 2: Meta's ``sam2`` ``SAM2Base`` and ``transformers.Sam2Model``
+(:mod:`.backends_sam2`). :func:`make_backend` picks the one for a model.
 """
 
 from __future__ import annotations
@@ -15,49 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-class SamBackend:
-    """Base class; see the module docstring for the shapes."""
-
-    family: str = "?"
-    lora_prefix: str = ""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    image_encoder: nn.Module
-    prompt_encoder: nn.Module
-    mask_decoder: nn.Module
-
-    @property
-    def image_size(self) -> int:
-        raise NotImplementedError
-
-    @property
-    def embedding_size(self) -> tuple[int, int]:
-        raise NotImplementedError
-
-    @property
-    def pixel_mean(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    @property
-    def pixel_std(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def embed_prompts(self, coords, labels, boxes, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def decode(self, embeddings, sparse, dense, pe=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``pe``: :meth:`dense_pe` when the caller has it already (else it is computed here)."""
-        raise NotImplementedError
-
-    def dense_pe(self) -> torch.Tensor:
-        """SAM's positional encoding of the embedding grid, ``[1, 256, h, w]``."""
-        raise NotImplementedError
+from .backend_base import SamBackend, hf_prompt_embeddings
+from .backends_sam2 import make_sam2_backend
 
 
 class MetaSamBackend(SamBackend):
@@ -101,8 +55,9 @@ class MetaSamBackend(SamBackend):
     def dense_pe(self) -> torch.Tensor:
         return self.prompt_encoder.get_dense_pe()
 
-    def decode(self, embeddings, sparse, dense, pe=None):
-        """Batched form of ``MaskDecoder.predict_masks`` (one prompt set per image, single-mask output)."""
+    def decode(self, embeddings, sparse, dense, pe=None, extras=None, fallback=True):
+        """Batched form of ``MaskDecoder.predict_masks`` (one prompt set per image, single-mask output);
+        the score is the predicted IoU."""
         dec = self.mask_decoder
         b = embeddings.shape[0]
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
@@ -155,24 +110,13 @@ class HFSamBackend(SamBackend):
         return self.image_encoder(pixels).last_hidden_state
 
     def embed_prompts(self, coords, labels, boxes, batch: int):
-        sparse, dense = self.prompt_encoder(
-            input_points=None if coords is None else coords[:, None],
-            input_labels=None if labels is None else labels[:, None],
-            input_boxes=None if boxes is None else boxes[:, None],
-            input_masks=None,
-        )
-        if sparse is None:
-            sparse = dense.new_zeros(batch, 0, dense.shape[1])
-        else:
-            sparse = sparse[:, 0]
-        if dense.shape[0] != batch:
-            dense = dense.expand(batch, -1, -1, -1)
-        return sparse, dense
+        return hf_prompt_embeddings(self.prompt_encoder, coords, labels, boxes, batch)
 
     def dense_pe(self) -> torch.Tensor:
         return self.model.get_image_wide_positional_embeddings()
 
-    def decode(self, embeddings, sparse, dense, pe=None):
+    def decode(self, embeddings, sparse, dense, pe=None, extras=None, fallback=True):
+        """``SamMaskDecoder`` with one prompt set per image, single-mask output; the score is the predicted IoU."""
         b = embeddings.shape[0]
         pos = (self.dense_pe() if pe is None else pe).repeat(b, 1, 1, 1)
         masks, iou = self.mask_decoder(
@@ -186,7 +130,8 @@ class HFSamBackend(SamBackend):
 
 
 def make_backend(model: nn.Module) -> SamBackend:
-    """Pick the backend for a Meta ``Sam`` or a ``transformers.SamModel``; anything else is a TypeError."""
+    """Pick the backend for a Meta ``Sam``, a ``transformers.SamModel``, a Meta ``sam2`` ``SAM2Base`` or a
+    ``transformers.Sam2Model``; anything else is a TypeError."""
     try:
         from segment_anything.modeling import Sam
     except ImportError:  # pragma: no cover
@@ -199,7 +144,10 @@ def make_backend(model: nn.Module) -> SamBackend:
         SamModel = ()
     if isinstance(model, SamModel):
         return HFSamBackend(model)
+    sam2 = make_sam2_backend(model)
+    if sam2 is not None:
+        return sam2
     raise TypeError(
-        "wrap_sam expects a segment_anything Sam (sam_model_registry[...]) or a transformers.SamModel, "
-        f"got {type(model).__name__}"
+        "wrap_sam expects a segment_anything Sam (sam_model_registry[...]), a transformers.SamModel, a sam2 "
+        f"SAM2Base (build_sam2(...)) or a transformers.Sam2Model, got {type(model).__name__}"
     )

@@ -20,11 +20,12 @@ class SamBatch:
 
     Query side (one of ``pixels`` / ``embeddings``):
       - ``pixels``: ``[B, 3, S, S]`` normalised and padded;
-      - ``embeddings``: ``[B, 256, h, w]`` image-encoder outputs (embedding cache).
+      - ``embeddings``: ``[B, D, h, w]`` image-encoder outputs (``UniFusionSam.encode_image``: SAM's
+        embedding, D = 256, or SAM 2's frame features; embedding cache).
     References (``R >= 0``):
       - ``ref_units``: ``[R, 3, S, S]`` images in [0, 1] (resized and padded like SAM's input);
       - ``ref_masks``: ``[R, S, S]`` binary masks;
-      - ``ref_pixels`` ``[R, 3, S, S]`` or ``ref_embeddings`` ``[R, 256, h, w]`` for the frozen encoder;
+      - ``ref_pixels`` ``[R, 3, S, S]`` or ``ref_embeddings`` ``[R, D, h, w]`` for the frozen encoder;
       - ``ref_owner``: ``[R]`` long, the sample each reference belongs to.
     Optional prompts: ``point_coords`` ``[B, N, 2]`` / ``point_labels`` ``[B, N]`` in SAM input
     coordinates, ``boxes`` ``[B, 4]``.
@@ -84,8 +85,8 @@ class SamBatch:
 
 @dataclass
 class SamOutput:
-    """Outputs: ``logits`` ``[B, 1, 4h, 4w]`` low-resolution mask logits; ``scores`` ``[B]`` the predicted
-    IoU, used as the object score."""
+    """Outputs: ``logits`` ``[B, 1, 4h, 4w]`` low-resolution mask logits; ``scores`` ``[B]`` the object score
+    (SAM 1: the predicted IoU; SAM 2: its object-score head as a probability)."""
 
     logits: torch.Tensor
     scores: torch.Tensor

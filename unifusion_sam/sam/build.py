@@ -6,7 +6,9 @@ strict, with an error that names the mismatch). ``build_sam("tiny")`` is a small
 tests and the offline default run; ``image_size`` builds any size at another input resolution.
 ``build_sam("lite0")`` is the offline stand-in: SAM's prompt encoder and mask decoder on a frozen,
 ImageNet-pretrained EfficientNet-Lite0 with a SAM-style neck (:mod:`.lite0`; the default run's SAM).
-``build_hf_sam("tiny")`` builds the ViT sizes as a ``transformers.SamModel``.
+``build_hf_sam("tiny")`` builds the ViT sizes as a ``transformers.SamModel``. SAM 2 sizes
+(``sam2_hiera_t``/``_s``/``_b+``/``_l``, ``sam2.1_hiera_*``, ``sam2_tiny``) come from :mod:`.build_sam2`:
+``build_sam`` builds them as Meta ``sam2`` models, ``build_hf_sam`` as ``transformers.Sam2Model``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from ..checkpoint_io import state_mismatch
+from .build_sam2 import SAM2_SPECS, build_hf_sam2, build_meta_sam2
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def _lite0(image_size: int, pretrained: bool) -> nn.Module:
 CUSTOM_SAMS: dict[str, CustomEncoderSpec] = {
     "lite0": CustomEncoderSpec(_lite0, 256, (127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
 }
-SAM_SIZES: tuple[str, ...] = (*SAM_SPECS, *CUSTOM_SAMS)
+SAM_SIZES: tuple[str, ...] = (*SAM_SPECS, *CUSTOM_SAMS, *SAM2_SPECS)
 
 
 def _spec(name: str, image_size: int | None) -> SamSpec:
@@ -90,9 +93,12 @@ def build_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, 
 
     ``checkpoint``: a local ``.pth`` (read with ``weights_only=True``) or ``.safetensors`` file with
     the full SAM state dict. Random weights when ``None``, except ``lite0``'s image backbone, which
-    always starts from its ImageNet weights (a checkpoint then replaces them).
+    always starts from its ImageNet weights (a checkpoint then replaces them). SAM 2 sizes build Meta's
+    ``sam2`` ``SAM2Base`` (:func:`.build_sam2.build_meta_sam2`; checkpoints such as ``sam2_hiera_tiny.pt``).
     """
-    if name in CUSTOM_SAMS:
+    if name in SAM2_SPECS:
+        sam = build_meta_sam2(name, image_size)  # imports sam2 (optional) only now
+    elif name in CUSTOM_SAMS:
         sam = _build_custom(name, image_size, pretrained=checkpoint is None)
     else:
         sam = _build_vit(_spec(name, image_size))
@@ -190,8 +196,11 @@ def build_hf_sam(name: str = "tiny", image_size: int | None = None):
     """Build a randomly initialised ``transformers.SamModel`` with the image-encoder size ``name``.
 
     Real checkpoints load with ``transformers.SamModel.from_pretrained`` as usual; this is for tests and
-    for sizes that have no published weights.
+    for sizes that have no published weights. A SAM 2 size builds a ``transformers.Sam2Model``
+    (:func:`.build_sam2.build_hf_sam2`).
     """
+    if name in SAM2_SPECS:
+        return build_hf_sam2(name, image_size)
     from transformers import SamConfig, SamModel
 
     spec = _spec(name, image_size)

@@ -8,9 +8,10 @@ A checkpoint folder holds ``adapter_config.json`` (the :class:`UniFusionSamConfi
   ``text_token.*``, ``text_encoder.proj.*``;
 - ``text_encoder.backbone.*`` only when ``config.text.trainable`` (a frozen text encoder is re-loaded
   from ``config.text.model_name_or_path``);
-- ``mask_decoder.*`` when ``config.train_mask_decoder``, and ``lora.*`` (the image encoder's ``lora_``
-  tensors under their module path) when LoRA is on. These two use the SAM implementation's own
-  parameter names, so an adapter is tied to its ``sam_family``.
+- ``mask_decoder.*`` when ``config.train_mask_decoder`` (without SAM 2's ``conv_s0`` / ``conv_s1``, which
+  stay frozen as part of encoding the image), and ``lora.*`` (the image encoder's ``lora_`` tensors under
+  their module path) when LoRA is on. These two use the SAM implementation's own parameter names, so an
+  adapter is tied to its ``sam_family``.
 
 Weights are read from safetensors only: pickle files (``*.bin``/``*.pt``) are refused, never loaded.
 Writes are atomic (see :mod:`.checkpoint_io`).
@@ -81,7 +82,9 @@ class CheckpointMixin(RecordedMetricsMixin):
             if self.config.text is not None and self.config.text.trainable:
                 sections.append(("text_encoder.backbone.", self.text_encoder.backbone, None))
         if self.config.train_mask_decoder:
-            sections.append(("mask_decoder.", self.backend.mask_decoder, None))
+            frozen = tuple(part + "." for part in self.backend.encoder_side_decoder_parts)  # SAM 2's conv_s0/s1
+            sections.append(("mask_decoder.", self.backend.mask_decoder,
+                             (lambda k: not k.startswith(frozen)) if frozen else None))
         if self.config.lora.enabled:
             sections.append(("lora.", self.backend.image_encoder, lambda k: "lora_" in k))
         return sections

@@ -15,7 +15,8 @@ from ..encoders.mask import MaskEncoderConfig
 from ..encoders.text import TextEncoderConfig
 from ..fusion.unifusion import UniFusionConfig
 
-SAM_FAMILIES = ("meta", "hf")
+# SAM 1: Meta segment_anything / transformers.SamModel; SAM 2: Meta sam2 / transformers.Sam2Model
+SAM_FAMILIES = ("meta", "hf", "meta_sam2", "hf_sam2")
 LORA_TARGETS = ("qkv", "proj")
 
 
@@ -82,14 +83,20 @@ class UniFusionSamConfig(JsonConfig):
 
 
 # --------------------------------------------------------------------------------------- presets
+PRESET_PREFIXES = ("sam-", "sam2-")  # SAM 1 and SAM 2 adapters
+
+
 def list_presets() -> list[str]:
-    """Names of the UniFusion-SAM adapter presets (``sam-*`` JSON files in ``adapters/``)."""
-    return preset_names("sam-")
+    """Names of the UniFusion-SAM adapter presets (``sam-*`` and ``sam2-*`` JSON files in ``adapters/``)."""
+    return sorted(n for prefix in PRESET_PREFIXES for n in preset_names(prefix))
 
 
 def load_preset(name: str) -> UniFusionSamConfig:
-    """Load the adapter preset ``name`` (e.g. ``"sam-vit-b"``, ``"sam-tiny"``, ``"sam-vit-h-lora"``)."""
-    return load_preset_file(name, "sam-", UniFusionSamConfig, "adapter")
+    """Load the adapter preset ``name`` (e.g. ``"sam-vit-b"``, ``"sam-tiny"``, ``"sam-vit-h-lora"``,
+    ``"sam2-hiera-tiny"``)."""
+    if name not in list_presets():
+        raise ValueError(f"unknown adapter preset {name!r}; available: {list_presets()}")
+    return load_preset_file(name, "sam2-" if name.startswith("sam2-") else "sam-", UniFusionSamConfig, "adapter")
 
 
 def merge_overrides(config: UniFusionSamConfig, overrides: dict[str, Any]) -> UniFusionSamConfig:

@@ -1,9 +1,12 @@
 """LoRA on SAM's image encoder through ``peft``: the adapter layers replace the attention projections.
 
 Targets are the image encoder's attention ``qkv`` (and optionally ``proj``) linears, named
-``blocks.N.attn.qkv`` in Meta's SAM and ``layers.N.attn.qkv`` in ``transformers.SamModel``; the
-patch-embedding conv ``patch_embed.proj`` is never a target. LoRA's ``B`` matrices start at zero, so
-the encoder's output is unchanged until training moves them.
+``blocks.N.attn.qkv`` in Meta's SAM and ``layers.N.attn.qkv`` in ``transformers.SamModel``; in SAM 2's
+Hiera ``trunk.blocks.N.attn.qkv`` (Meta ``sam2``) and ``backbone.blocks.N.attn.qkv``
+(``transformers.Sam2Model``), ``attn.proj`` likewise. Never targets: the patch-embedding conv
+``patch_embed.proj``, Hiera's block-level ``blocks.N.proj`` (the residual projection where a stage
+widens), the FPN neck. LoRA's ``B`` matrices start at zero, so the encoder's output is unchanged until
+training moves them.
 """
 
 from __future__ import annotations

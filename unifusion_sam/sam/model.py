@@ -4,7 +4,9 @@ The network is stateless and has named stages (``encode_image``, ``encode_text``
 ``encode_mask_reference``, ``fuse``, ``decode``) plus a batched training ``forward``; it implements
 :class:`~unifusion_sam.interface.ReferenceSegmenter`, so stateful inference (image caches, video
 state) is the shared :class:`~unifusion_sam.inference.predictor.ReferencePredictor` and video session.
-Wrapping never copies SAM's weights: the backend uses the model's own modules.
+Wrapping never copies SAM's weights: the backend uses the model's own modules. The same network wraps
+SAM 1 and SAM 2; what differs (SAM 2's high-resolution decoder inputs, its preprocessing and object
+score) stays in the backend (:mod:`.backends`, :mod:`.backends_sam2`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from .backends import make_backend
 from .batch import References, SamBatch, SamOutput, group_references, mean_by_owner, stack_text
 from .checkpoint import CheckpointMixin
 from .config import UniFusionSamConfig
-from .transforms import SamTransform
 
 
 class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
@@ -62,7 +63,7 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         self.text_token = nn.Linear(c, 256) if config.text is not None else None
         self.mask_token = nn.Linear(c, 256)
         self._predictor = None
-        self.transform = SamTransform(self.backend.image_size, self.backend.pixel_mean, self.backend.pixel_std)
+        self.transform = self.backend.transform()
         from .lora import apply_lora  # local import: peft is only needed when LoRA is on
 
         self.lora_enabled = config.lora.enabled
@@ -73,11 +74,14 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
 
     # ------------------------------------------------------------------ parameters and modes
     def set_trainable(self) -> None:
-        """Freeze the image and prompt encoders; adapters (and the mask decoder per config) train."""
+        """Freeze the image and prompt encoders; adapters (and the mask decoder per config) train. Decoder
+        parts that belong to encoding an image (SAM 2's ``conv_s0`` / ``conv_s1``) stay frozen."""
         self.sam.requires_grad_(False)
         for name, p in self.backend.image_encoder.named_parameters():
             p.requires_grad_(self.lora_enabled and "lora_" in name)
         self.backend.mask_decoder.requires_grad_(self.config.train_mask_decoder)
+        for part in self.backend.encoder_side_decoder_parts:
+            getattr(self.backend.mask_decoder, part).requires_grad_(False)
         for module in (self.fusion, self.mask_encoder, self.mask_token, self.text_token):
             if module is not None:
                 module.requires_grad_(True)
@@ -127,7 +131,9 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
 
     # ------------------------------------------------------------------ named stages
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, S, S]`` normalised, padded images -> ``[B, 256, h, w]`` embeddings (frozen encoder)."""
+        """``[B, 3, S, S]`` normalised, padded images -> frame features ``[B, D, h, w]`` (frozen encoder): SAM's
+        image embedding (D = 256), for SAM 2 with the decoder's high-resolution maps folded in
+        (D = ``backend.feature_channels``; see :mod:`.backends_sam2`). Every stage below takes these."""
         if pixels.dim() != 4 or pixels.shape[1:] != (3, self.image_size, self.image_size):
             raise ValueError(f"pixels must be [B, 3, {self.image_size}, {self.image_size}], got {tuple(pixels.shape)}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.lora_enabled):
@@ -142,8 +148,9 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
     def encode_mask_reference(
         self, units: torch.Tensor, masks: torch.Tensor, embeddings: torch.Tensor
     ) -> MaskReference:
-        """References ``units`` ``[R, 3, S, S]`` in [0, 1], ``masks`` ``[R, S, S]`` binary, and their SAM
-        ``embeddings`` ``[R, 256, h, w]`` -> tokens (keys = embeddings, values = mask features)."""
+        """References ``units`` ``[R, 3, S, S]`` in [0, 1], ``masks`` ``[R, S, S]`` binary, and their frame
+        features ``[R, D, h, w]`` (:meth:`encode_image`) -> tokens (keys = the SAM embeddings, values = mask features)."""
+        embeddings = self.backend.image_embedding(embeddings)  # [R, 256, h, w]
         (values,) = self.mask_encoder(units, masks, [embeddings])  # [R, C, h, w]
         small = F.adaptive_avg_pool2d(masks.to(values.dtype)[:, None], values.shape[-2:])  # [R, 1, h, w]
         area = small.sum(dim=(2, 3))  # [R, 1]
@@ -198,18 +205,21 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         point_labels: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
         pe: torch.Tensor | None = None,
+        extras=None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM's decoder on (fused) embeddings ``[B, 256, h, w]``; the reference token ``[B, 256]`` is
         appended to the sparse prompts of the samples where ``has_ref`` ``[B]`` is True. ``pe``: SAM's
-        grid encoding ``[1, 256, h, w]`` if the caller has it. Returns logits ``[B, 1, 4h, 4w]`` and scores ``[B]``."""
+        grid encoding ``[1, 256, h, w]`` if the caller has it; ``extras``: ``backend.decoder_inputs`` of the
+        frame features (SAM 2's high-resolution maps, passed through unchanged). Returns logits
+        ``[B, 1, 4h, 4w]`` and object scores ``[B]``."""
         b = embeddings.shape[0]
         if pe is None:
             pe = self.backend.dense_pe()
         with torch.no_grad():  # the prompt encoder is frozen and has nothing to learn from these prompts
             sparse, dense = self.backend.embed_prompts(point_coords, point_labels, boxes, b)
         if ref_token is None:
-            logits, iou = self.backend.decode(embeddings, sparse, dense, pe)
-            return logits, iou[:, 0]
+            logits, score = self.backend.decode(embeddings, sparse, dense, pe, extras)
+            return logits, score[:, 0]
         if has_ref is None:
             has_ref = torch.ones(b, dtype=torch.bool, device=embeddings.device)
         logits = embeddings.new_zeros(b, 1, *(4 * s for s in embeddings.shape[-2:]))
@@ -221,9 +231,11 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
             sp = sparse[idx]
             if flag:
                 sp = torch.cat([sp, ref_token[idx, None, :].to(sp.dtype)], dim=1)
-            lg, iou = self.backend.decode(embeddings[idx], sp, dense[idx], pe)
+            group = extras if idx.numel() == b else self.backend.take(extras, idx)
+            # a sample with a reference gets the single-mask output the adapter trains (no SAM 2 fallback)
+            lg, score = self.backend.decode(embeddings[idx], sp, dense[idx], pe, group, fallback=not flag)
             logits = logits.index_copy(0, idx, lg)
-            scores = scores.index_copy(0, idx, iou[:, 0])
+            scores = scores.index_copy(0, idx, score[:, 0])
         return logits, scores
 
     def text_references(self, texts: list[str | None]) -> References:
@@ -253,11 +265,13 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         point_labels: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
     ) -> SamOutput:
-        """Fuse the references into ``embeddings`` ``[B, 256, h, w]`` and decode masks and scores."""
+        """Fuse the references into the image embedding of the frame features ``[B, D, h, w]`` and decode
+        masks and scores (SAM 2's high-resolution maps go to the decoder as they are)."""
         pe = self.backend.dense_pe()  # [1, 256, h, w], once for fusion and every decoder group
-        fused = self.fuse(embeddings, refs.lang, refs.mask, refs.tracking, pe)
+        extras = self.backend.decoder_inputs(embeddings)
+        fused = self.fuse(self.backend.image_embedding(embeddings), refs.lang, refs.mask, refs.tracking, pe)
         token = self.reference_token(refs.text_pooled, refs.has_text, refs.mask_pooled, refs.has_mask)
-        logits, scores = self.decode(fused, token, refs.has_any(), point_coords, point_labels, boxes, pe)
+        logits, scores = self.decode(fused, token, refs.has_any(), point_coords, point_labels, boxes, pe, extras)
         return SamOutput(logits=logits, scores=scores)
 
     # ------------------------------------------------------------------ training forward
@@ -287,7 +301,7 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         return self.transform.mask(mask, self.device)[0]
 
     def encode_frame(self, prepared: PreparedImage) -> torch.Tensor:
-        """The frozen image encoder: ``[1, 256, h, w]``."""
+        """The frozen image encoder: frame features ``[1, D, h, w]`` (:meth:`encode_image`)."""
         return self.encode_image(prepared.pixels)
 
     def encode_masks(self, frames: Sequence[torch.Tensor], prepared: Sequence[PreparedImage], masks: torch.Tensor) -> MaskReference:
@@ -301,8 +315,8 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
 
     def decode_objects(self, frame: torch.Tensor, prepared: PreparedImage, objects: Sequence[ObjectQuery], *,
                        task: str = "ris", tracking: bool = False, prompts: Prompts | None = None) -> Decoded:
-        """All objects (or, with prompts only, one sample) on one embedding ``[1, 256, h, w]`` in one
-        batched forward: SAM low-res logits ``[N, 1, 4h, 4w]`` and predicted IoUs ``[N]``."""
+        """All objects (or, with prompts only, one sample) on one frame ``[1, D, h, w]`` in one batched
+        forward: SAM low-res logits ``[N, 1, 4h, 4w]`` and object scores ``[N]``."""
         n = max(len(objects), 1)
         refs = stack_text([o.text.words[0][~o.text.padding_mask[0]] if o.text is not None else None for o in objects],
                           [o.text.pooled[0] if o.text is not None else None for o in objects]) if objects else References()

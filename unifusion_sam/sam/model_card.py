@@ -14,6 +14,7 @@ import yaml
 
 from ..model_card import card_tail, metrics_table, normalize_metrics  # noqa: F401 - re-exported
 from .build import CUSTOM_SAMS, SAM_SPECS
+from .build_sam2 import HUB_SAM2_IDS, META_SAM2_FILES, SAM2_SPECS
 from .config import UniFusionSamConfig
 
 TAGS = [
@@ -29,15 +30,24 @@ TAGS = [
 # Published SAM weights on the Hub (the Meta .pth files hold the same weights).
 HUB_SAM_IDS = {"vit_b": "facebook/sam-vit-base", "vit_l": "facebook/sam-vit-large", "vit_h": "facebook/sam-vit-huge"}
 META_SAM_FILES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
-FAMILY_NAMES = {"meta": "Meta `segment_anything` `Sam`", "hf": "`transformers.SamModel`"}
+FAMILY_NAMES = {"meta": "Meta `segment_anything` `Sam`", "hf": "`transformers.SamModel`",
+                "meta_sam2": "Meta `sam2` `SAM2Base` (SAM 2)", "hf_sam2": "`transformers.Sam2Model` (SAM 2)"}
 
 
 def _usage(config: UniFusionSamConfig, repo_id: str) -> str:
     size, family = config.sam_size, config.sam_family
-    specs = {**{k: v.image_size for k, v in SAM_SPECS.items()}, **{k: v.image_size for k, v in CUSTOM_SAMS.items()}}
+    specs = {**{k: v.image_size for k, v in SAM_SPECS.items()}, **{k: v.image_size for k, v in CUSTOM_SAMS.items()},
+             **{k: v.image_size for k, v in SAM2_SPECS.items()}}
     default_size = specs.get(size)
     image_arg = "" if config.image_size == default_size else f", image_size={config.image_size}"
-    if family == "meta":
+    if family == "meta_sam2":
+        ckpt = META_SAM2_FILES.get(size, "sam2_checkpoint.pt")
+        build = ["from unifusion_sam.sam import UniFusionSam, build_sam", "",
+                 f'sam = build_sam("{size}", checkpoint="{ckpt}"{image_arg})  # the SAM 2 this adapter was trained on']
+    elif family == "hf_sam2" and size in HUB_SAM2_IDS and config.image_size == 1024:
+        build = ["from transformers import Sam2Model", "from unifusion_sam.sam import UniFusionSam", "",
+                 f'sam = Sam2Model.from_pretrained("{HUB_SAM2_IDS[size]}")']
+    elif family == "meta":
         ckpt = META_SAM_FILES.get(size, "sam_checkpoint.pth")
         build = ["from unifusion_sam.sam import UniFusionSam, build_sam", "",
                  f'sam = build_sam("{size}", checkpoint="{ckpt}"{image_arg})  # the SAM this adapter was trained on']
@@ -67,8 +77,9 @@ def render_model_card(
 ) -> str:
     """The full ``README.md`` text of an adapter checkpoint."""
     front: dict[str, Any] = {"library_name": "unifusion-sam", "tags": list(TAGS), "pipeline_tag": "image-segmentation"}
-    if config.sam_size in HUB_SAM_IDS and config.image_size == 1024:
-        front["base_model"] = HUB_SAM_IDS[config.sam_size]
+    hub_ids = HUB_SAM2_IDS if config.sam_family in ("meta_sam2", "hf_sam2") else HUB_SAM_IDS
+    if config.sam_size in hub_ids and config.image_size == 1024:
+        front["base_model"] = hub_ids[config.sam_size]
         front["base_model_relation"] = "adapter"
     text_line = "none (mask references only)"
     if config.text is not None:

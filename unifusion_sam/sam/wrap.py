@@ -8,19 +8,30 @@ from torch import nn
 
 from .backends import make_backend
 from .build import SAM_SIZES, SAM_SPECS
+from .build_sam2 import SAM2_SPECS
 from .config import UniFusionSamConfig, load_preset, merge_overrides
 from .model import UniFusionSam
 
 
 def default_preset_for(model: nn.Module) -> str:
     """The preset matching the SAM's image encoder (``sam-vit-b`` for a 768-wide ViT, ``sam-tiny`` for 192,
-    ``sam-lite0`` for the EfficientNet-Lite0 stand-in ...); ``sam-vit-b`` for an unknown encoder."""
-    name = _size_name(make_backend(model))
+    ``sam-lite0`` for the EfficientNet-Lite0 stand-in, ``sam2-hiera-tiny`` for SAM 2's Hiera-T ...);
+    ``sam-vit-b`` (SAM 2: ``sam2-hiera-base-plus``) for an unknown encoder."""
+    backend = make_backend(model)
+    name = _size_name(backend)
+    if name in SAM2_SPECS:
+        return SAM2_SPECS[name].preset
+    if backend.size_name() is not None:  # a SAM 2 of no registered size
+        return SAM2_SPECS["sam2_hiera_b+"].preset
     return "sam-" + name.replace("_", "-") if name in SAM_SIZES else "sam-vit-b"
 
 
 def _size_name(backend) -> str:
-    """The SAM size the encoder is: a custom encoder's ``size_name``, else the ViT size of its width."""
+    """The SAM size the encoder is: the backend's own (SAM 2: the Hiera size), a custom encoder's
+    ``size_name``, else the ViT size of its width."""
+    known = backend.size_name()
+    if known is not None:
+        return known
     custom = getattr(backend.image_encoder, "size_name", None)
     if isinstance(custom, str):
         return custom
@@ -38,10 +49,12 @@ def _size_name(backend) -> str:
 
 
 def wrap_sam(model: nn.Module, adapter: str | UniFusionSamConfig | None = None, **overrides: Any) -> UniFusionSam:
-    """Wrap a Meta ``segment_anything`` ``Sam`` (any size) or a ``transformers.SamModel``.
+    """Wrap a Meta ``segment_anything`` ``Sam`` (any size), a ``transformers.SamModel``, a Meta ``sam2``
+    ``SAM2Base`` (hiera tiny / small / base+ / large, any input size) or a ``transformers.Sam2Model``.
 
-    ``adapter``: a preset name from ``adapters/`` (e.g. ``"sam-vit-b"``, ``"sam-vit-h-lora"``), a
-    :class:`UniFusionSamConfig`, or ``None`` for the preset matching the model's size. ``overrides``
+    ``adapter``: a preset name from ``adapters/`` (e.g. ``"sam-vit-b"``, ``"sam-vit-h-lora"``,
+    ``"sam2-hiera-tiny"``), a :class:`UniFusionSamConfig`, or ``None`` for the preset matching the model's
+    size. ``overrides``
     replace top-level config fields; nested sections take dicts of the keys to change, e.g.
     ``wrap_sam(sam, lora={"enabled": True}, fusion={"head_dim": 64})``.
 

@@ -4,7 +4,7 @@ from .config import DataSource, StageConfig, StandInConfig, TrainConfig, apply_o
 from .engine import TrainEmbeddingCache, compute_loss, parameter_groups, warmup_step_schedule
 from .evaluate import evaluate_synthetic
 from .mixing import MixtureDataset
-from .samples import PreparedSample, TrainBatch, collate, prepare
+from .samples import PreparedSample, SamSamplePrep, TrainBatch, collate, prepare
 from .sources import Source, build_source
 from .stand_in import pretrain_image_encoder
 
@@ -12,6 +12,7 @@ __all__ = [
     "DataSource",
     "MixtureDataset",
     "PreparedSample",
+    "SamSamplePrep",
     "Source",
     "StageConfig",
     "StandInConfig",

@@ -253,8 +253,15 @@ class TrainConfig(RunConfig):
     adapter: str | None = None
     adapter_overrides: dict = field(default_factory=dict)
     embedding_cache: int = 4096
+    # and at most this many GiB of them (SAM at 1024: 4 MiB an image, SAM 2: 16 MiB)
+    embedding_cache_gb: float = 8.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.embedding_cache, bool) or not isinstance(self.embedding_cache, int) or self.embedding_cache < 0:
+            raise ValueError(f"embedding_cache must be a non-negative int (images), got {self.embedding_cache!r}")
+        if isinstance(self.embedding_cache_gb, bool) or not isinstance(self.embedding_cache_gb, (int, float)) \
+                or self.embedding_cache_gb < 0:
+            raise ValueError(f"embedding_cache_gb must be a non-negative number, got {self.embedding_cache_gb!r}")
         if isinstance(self.stand_in, dict):
             self.stand_in = StandInConfig.from_dict(self.stand_in)
         super().__post_init__()

@@ -36,7 +36,6 @@ from ..sam.transforms import SamTransform
 from .config import StandInConfig
 
 MAX_INSTANCES = 8  # object ids above this share the last instance slot
-CELL = 8  # target cells are 8 x 8 input pixels: a grid twice as fine as SAM's 16-pixel patches
 
 
 @dataclass
@@ -54,10 +53,11 @@ class Targets:
 class SceneTargets(torch.utils.data.Dataset):
     """Synthetic scenes as ``(pixels [3, S, S], colour, shape, objects, valid)``: SAM-normalised, padded
     pixels and the per-cell shares of :class:`Targets` (unbatched), computed on the original label map
-    and laid out like the resized, padded image."""
+    and laid out like the resized, padded image. ``cell``: the target cell's side in input pixels (half
+    the embedding's stride: a grid twice as fine as the embedding)."""
 
-    def __init__(self, dataset: SyntheticDataset, transform, length: int) -> None:
-        self.dataset, self.transform, self.length = dataset, transform, length
+    def __init__(self, dataset: SyntheticDataset, transform, length: int, cell: int = 8) -> None:
+        self.dataset, self.transform, self.length, self.cell = dataset, transform, length, cell
         self.colours = {c: i + 1 for i, c in enumerate(COLOURS)}
         self.shapes = {s: i + 1 for i, s in enumerate(SHAPE_CLASSES)}
 
@@ -74,8 +74,8 @@ class SceneTargets(torch.utils.data.Dataset):
             shape[obj["id"]] = self.shapes[obj["shape"]]
         prepared = self.transform.image(rec.image)
         size = prepared.pixels.shape[-1]
-        grid = size // CELL
-        h, w = (max(1, round(s / CELL)) for s in prepared.input_size)
+        grid = size // self.cell
+        h, w = (max(1, round(s / self.cell)) for s in prepared.input_size)
         out = []
         for labels, n in ((colour[ids], len(COLOURS) + 1), (shape[ids], len(SHAPE_CLASSES) + 1),
                           (np.minimum(ids, MAX_INSTANCES), MAX_INSTANCES + 1), (np.ones_like(ids), 2)):
@@ -136,7 +136,8 @@ def pretrain_image_encoder(
     from segment_anything.modeling import Sam
 
     if not isinstance(sam, Sam):
-        raise TypeError(f"stand-in pre-training needs a segment_anything Sam (build_sam), got {type(sam).__name__}")
+        raise TypeError(f"stand-in pre-training needs a segment_anything Sam (build_sam), got {type(sam).__name__} "
+                        "(for a SAM 2 or a transformers SAM set stand_in.steps to 0)")
     if config.steps == 0:
         return []
     # the loader's workers prepare images on the CPU, wherever the SAM lives
@@ -150,8 +151,9 @@ def pretrain_image_encoder(
         part.requires_grad_(True)
     head = DenseHead(encoder.neck[0].out_channels, config.embed_dim)  # the neck's width (256 in every SAM)
     scenes = SyntheticDataset("train", "ris", 4000, synthetic)
+    cell = sam.image_encoder.img_size // sam.prompt_encoder.image_embedding_size[0] // 2
     loader = torch.utils.data.DataLoader(
-        SceneTargets(scenes, transform, config.steps * config.batch_size), batch_size=config.batch_size,
+        SceneTargets(scenes, transform, config.steps * config.batch_size, cell), batch_size=config.batch_size,
         num_workers=num_workers,
     )
     device = next(encoder.parameters()).device
