@@ -49,7 +49,8 @@ class TrainEmbeddingCache:
             self.bytes -= old.numel() * old.element_size()
 
     def embed(self, model, pixels: torch.Tensor, keys: list[str | None]) -> torch.Tensor:
-        """Embeddings ``[N, 256, h, w]`` for ``pixels`` ``[N, 3, S, S]``; encodes only the cache misses."""
+        """Frame features ``[N, D, h, w]`` (``model.encode_image``: D = 256 for SAM) for ``pixels``
+        ``[N, 3, S, S]``; encodes only the cache misses."""
         out: list[torch.Tensor | None] = [None] * len(keys)
         todo = []
         for i, k in enumerate(keys):
@@ -68,7 +69,8 @@ class TrainEmbeddingCache:
                 out[i] = fresh[j]
                 k = keys[i]
                 if k is not None and self.capacity > 0 and k not in self._items:
-                    self._store(k, fresh[j].detach().to("cpu"))
+                    # a copy: a view would keep the whole batch's storage alive
+                    self._store(k, fresh[j].detach().to("cpu", copy=True))
         return torch.stack(out)  # type: ignore[arg-type]
 
 
