@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures_sam2 import FAMILIES, HAS_SAM2, build_tiny_sam2, make_model
+from test_sam_predict import _perturb_references, disc_mask
 from test_sam_training import make_batch, mixed_samples, overfit
 from test_video_session import _footprint, make_video
 
@@ -37,25 +38,9 @@ def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def disc_mask(h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
-    yy, xx = np.mgrid[:h, :w]
-    return (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
-
-
 @pytest.fixture(scope="module")
 def models(text_encoder_parts):
     return {f: make_model(f, text_encoder_parts) for f in ("meta_sam2", "hf_sam2") if f != "meta_sam2" or HAS_SAM2}
-
-
-def _perturb(model, seed: int = 0) -> dict:
-    """Random weights for the zero-initialised fusion gates and the reference tokens; returns a backup."""
-    backup = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("fusion.", "text_token.", "mask_token."))}
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in (model.fusion.modulation[1], model.text_token, model.mask_token):
-            module.weight.copy_(torch.randn(module.weight.shape, generator=g) * 0.2)
-            module.bias.copy_(torch.randn(module.bias.shape, generator=g) * 0.2)
-    return backup
 
 
 # ------------------------------------------------------------------ image tasks
@@ -75,7 +60,7 @@ def test_ris_and_fss_run_and_references_matter(models, family):
         assert np.isfinite(out.logits).all() and 0.0 <= out.score <= 1.0, task
         assert out.low_res_logits.shape == (64, 64), task
         assert np.array_equal(model.predict(img, **kwargs).logits, out.logits), f"{task} is not deterministic"
-    backup = _perturb(model)
+    backup = _perturb_references(model)
     try:
         a, b = model.predict(img, text="the disc on the left"), model.predict(img, text="a blue square at the bottom")
         assert not np.allclose(a.logits, b.logits, atol=1e-4)

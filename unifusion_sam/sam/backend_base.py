@@ -48,7 +48,8 @@ class SamBackend:
 
     @property
     def embedding_size(self) -> tuple[int, int]:
-        raise NotImplementedError
+        """``(h, w)`` of the image embedding: the prompt encoder's grid (every SAM / SAM 2 has one)."""
+        return tuple(self.prompt_encoder.image_embedding_size)
 
     @property
     def pixel_mean(self) -> torch.Tensor:

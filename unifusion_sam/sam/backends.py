@@ -30,10 +30,6 @@ class MetaSamBackend(SamBackend):
         return int(self.image_encoder.img_size)
 
     @property
-    def embedding_size(self) -> tuple[int, int]:
-        return tuple(self.prompt_encoder.image_embedding_size)
-
-    @property
     def pixel_mean(self) -> torch.Tensor:
         return self.model.pixel_mean.view(3)
 
@@ -93,10 +89,6 @@ class HFSamBackend(SamBackend):
     def image_size(self) -> int:
         size = self.model.config.vision_config.image_size
         return int(size if isinstance(size, int) else size[0])
-
-    @property
-    def embedding_size(self) -> tuple[int, int]:
-        return tuple(self.prompt_encoder.image_embedding_size)
 
     @property
     def pixel_mean(self) -> torch.Tensor:

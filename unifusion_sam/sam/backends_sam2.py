@@ -138,10 +138,6 @@ class MetaSam2Backend(_Sam2Backend):
     def image_size(self) -> int:
         return int(self.model.image_size)
 
-    @property
-    def embedding_size(self) -> tuple[int, int]:
-        return tuple(self.prompt_encoder.image_embedding_size)
-
     def size_name(self) -> str:
         trunk = getattr(self.image_encoder, "trunk", None)
         if trunk is None or not hasattr(trunk, "stage_ends"):
@@ -209,10 +205,6 @@ class HFSam2Backend(_Sam2Backend):
     def image_size(self) -> int:
         size = self.model.config.prompt_encoder_config.image_size
         return int(size if isinstance(size, int) else size[0])
-
-    @property
-    def embedding_size(self) -> tuple[int, int]:
-        return tuple(self.prompt_encoder.image_embedding_size)
 
     def size_name(self) -> str:
         cfg = self.model.config.vision_config.backbone_config
