@@ -9,8 +9,9 @@ The paper trains in three stages (Table 10), each starting from the previous one
         --init outputs/uniref_r50_image/model
 
 (``--init`` also takes a converted authors' checkpoint: ``unifusion-sam convert-uniref``.) With no
-arguments it trains the small preset (ResNet-18, 2 + 2 layers, the offline MiniLM text encoder) from
-random weights on the library's synthetic data through the image and video stages, evaluates on the same
+arguments it trains the small preset (the frozen ImageNet-pretrained EfficientNet-Lite0 backbone, 2 + 2
+layers, 20 queries, the offline MiniLM text encoder; everything else from random weights) on the library's
+synthetic data through the image and video stages (``recipes/configs/uniref_default.yaml``), evaluates on the same
 held-out synthetic split as the UniFusion-SAM default run, and writes ``metrics.json``, overlay PNGs, a
 GIF of a tracked video and the model (``model/``) under ``outputs/uniref_default``.
 

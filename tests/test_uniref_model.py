@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from unifusion_sam.data.synthetic import SyntheticConfig, sample_video
+from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset, sample_video
 from unifusion_sam.encoders.mask import MaskEncoderConfig, MaskReferenceEncoder
 from unifusion_sam.encoders.text import TextReferenceEncoder
 from unifusion_sam.fusion.unifusion import ReferenceTokens, UniFusion, UniFusionConfig
@@ -327,3 +327,37 @@ def test_supports_of_different_sizes_are_batched_at_one_padded_size(small, clip)
         del small.encode_masks
     assert len(seen) == 1 and len(set(seen[0])) == 1  # one padded size for both shots
     assert pred.mask.shape == frames[0].shape[:2]
+
+
+def test_a_clip_tracked_again_reuses_every_encoded_frame(small, clip, monkeypatch):
+    """The predictor keeps the frames of a clip (the full model's byte-bounded cache): the second track of
+    the same clip, e.g. the next expression of an RVOS video, encodes no frame again."""
+    frames, labels = clip
+    small.predictor.cache.clear()
+    encoded = []
+    original = small.encode_images
+    monkeypatch.setattr(small, "encode_images", lambda *a, **k: encoded.append(1) or original(*a, **k))
+    first = [r.masks[1] for r in small.track(frames, text="the red shape", sigma=0.0)]
+    assert len(encoded) == len(frames)  # each frame once (its mask references reuse it)
+    again = [r.masks[1] for r in small.track(frames, text="the red shape", sigma=0.0)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert len(encoded) == len(frames) and small.predictor.cache.hits >= len(frames)
+    assert 0 < small.predictor.cache.bytes <= small.frame_cache_bytes
+
+
+def test_query_diagnosis_benchmark_scores_the_chosen_and_the_best_query(small):
+    """benchmarks/uniref_queries.py: the chosen query's IoU never exceeds the best query's, ranks count
+    queries scored above the best one, and a random mask encoder tells two objects' references apart."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "uniref_queries.py"
+    spec = importlib.util.spec_from_file_location("uniref_queries", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = SyntheticConfig(image_size=(64, 64), num_frames=7, late_entry_prob=0.0, min_video_objects=2)
+    result = module.diagnose(small, SyntheticDataset("heldout", "vos", 2, config), 2)
+    assert result["segmentations"] >= 4
+    assert 0.0 <= result["chosen_iou"] <= result["oracle_iou"] <= 1.0
+    assert 0 <= result["median_rank_of_best"] < small.config.num_queries
+    assert len(result["reference_difference_per_level"]) == 4
+    assert all(d > 0.01 for d in result["reference_difference_per_level"])

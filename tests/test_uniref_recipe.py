@@ -182,6 +182,16 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # the default run freezes the pretrained backbone (backbone_lr_mult 0): it left training bit-identical
+    import json
+
+    from unifusion_sam.uniref import build_uniref
+
+    fresh = build_uniref(SMALL, **json.loads(TINY_MODEL)).state_dict()
+    frozen = [k for k in a if k.startswith("backbone.")]
+    assert frozen
+    for k in frozen:
+        np.testing.assert_array_equal(a[k], fresh[k].numpy(), err_msg=k)
 
 
 @pytest.mark.slow

@@ -523,3 +523,36 @@ def test_keep_last_seen_keeps_an_invisible_objects_last_reference_and_its_frame(
         assert by_obj[2] == [(5, 2), (min(t - 1, 8), 2)]  # gone from frame 9 on: frame 8's mask stays
     net.keep_last_seen = True
     assert VideoSession(net).keep_last_seen
+
+
+def test_embedding_cache_bounds_frames_by_count_and_by_bytes():
+    from unifusion_sam.inference import EmbeddingCache
+    from unifusion_sam.interface import PreparedImage
+
+    def entry(i):  # what the predictor caches: (prepared image, frame features); 1 KiB + 512 B of tensors
+        return PreparedImage(torch.full((1, 1, 16, 16), float(i)), (16, 16), (16, 16)), [torch.zeros(128)]
+
+    cache = EmbeddingCache(capacity=10, max_bytes=3 * 1536)
+    for i in range(5):
+        cache.put(f"k{i}", entry(i))
+    assert len(cache) == 3 and cache.bytes == 3 * 1536
+    assert cache.get("k0") is None and cache.get("k1") is None  # the oldest went first
+    assert cache.get("k2")[0].pixels[0, 0, 0, 0] == 2 and (cache.hits, cache.misses) == (1, 2)
+    cache.put("k5", entry(5))  # k2 was just used: k3 goes
+    assert cache.get("k3") is None and cache.get("k2") is not None
+    cache.put("k2", entry(7))  # replacing an entry does not count its bytes twice
+    assert cache.bytes == 3 * 1536 and cache.get("k2")[0].pixels[0, 0, 0, 0] == 7
+    by_count = EmbeddingCache(capacity=2)
+    for i in range(4):
+        by_count.put(f"k{i}", entry(i))
+    assert len(by_count) == 2 and by_count.get("k3") is not None
+    tiny_budget = EmbeddingCache(capacity=4, max_bytes=100)  # an entry larger than the budget is not kept
+    tiny_budget.put("big", entry(0))
+    assert len(tiny_budget) == 0 and tiny_budget.bytes == 0
+    cache.clear()
+    assert len(cache) == 0 and cache.bytes == 0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="capacity"):
+            EmbeddingCache(capacity=bad)
+    with pytest.raises(ValueError, match="max_bytes"):
+        EmbeddingCache(capacity=1, max_bytes=-5)

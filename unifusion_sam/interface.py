@@ -179,6 +179,11 @@ class ReferenceSegmenter(Protocol):
 class ReferenceInferenceMixin:
     """``predict`` / ``set_image`` / ``track`` for a :class:`ReferenceSegmenter` network (both families)."""
 
+    # the predictor's cache of encoded frames: at most this many frames and bytes of features (SAM at
+    # 1024: 4 MiB a frame, SAM 2: 16 MiB); a family sets its own
+    frame_cache_size: int = 16
+    frame_cache_bytes: int | None = 1 << 30
+
     @property
     def predictor(self):
         """The stateful :class:`~unifusion_sam.inference.predictor.ReferencePredictor` of this model."""

@@ -24,7 +24,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 
 import numpy as np
 import torch
@@ -48,14 +48,33 @@ class Prediction:
     box: np.ndarray | None = None
 
 
-class EmbeddingCache:
-    """LRU cache of encoded frames keyed by image content (and preprocessing)."""
+def value_bytes(value) -> int:
+    """Bytes of the tensors in ``value`` (a tensor, or dataclasses / lists / tuples / dicts of them)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if is_dataclass(value) and not isinstance(value, type):
+        return sum(value_bytes(getattr(value, f.name)) for f in fields(value))
+    if isinstance(value, (list, tuple)):
+        return sum(value_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(value_bytes(v) for v in value.values())
+    return 0
 
-    def __init__(self, capacity: int = 16) -> None:
-        if capacity < 0:
-            raise ValueError(f"capacity must be >= 0, got {capacity}")
+
+class EmbeddingCache:
+    """LRU cache of encoded frames keyed by image content (and preprocessing): at most ``capacity``
+    entries and ``max_bytes`` bytes of tensors (``None``: no byte limit); the least recently used go
+    first, and an entry larger than ``max_bytes`` is not kept."""
+
+    def __init__(self, capacity: int = 16, max_bytes: int | None = None) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ValueError(f"capacity must be a non-negative int, got {capacity!r}")
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
+            raise ValueError(f"max_bytes must be a non-negative int or None, got {max_bytes!r}")
         self.capacity = capacity
-        self._items: OrderedDict[str, object] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[object, int]] = OrderedDict()
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
 
@@ -72,18 +91,24 @@ class EmbeddingCache:
             return None
         self.hits += 1
         self._items.move_to_end(key)
-        return item
+        return item[0]
 
     def put(self, key: str, value) -> None:
-        if self.capacity == 0:
+        size = value_bytes(value)
+        if self.capacity == 0 or (self.max_bytes is not None and size > self.max_bytes):
             return
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
+        self._items[key] = (value, size)
+        self.bytes += size
+        while len(self._items) > self.capacity or (self.max_bytes is not None and self.bytes > self.max_bytes):
+            _, (_, dropped) = self._items.popitem(last=False)
+            self.bytes -= dropped
 
     def clear(self) -> None:
         self._items.clear()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -93,16 +118,17 @@ class EmbeddingCache:
 def inference_mode(model):
     """``no_grad`` with every submodule in eval mode (no dropout, BatchNorm running statistics, none
     updated); each module's own mode is restored after."""
-    modules = list(model.modules()) if isinstance(model, torch.nn.Module) else []
-    modes = [m.training for m in modules]
-    for m in modules:
+    # only the modules in training mode are switched (and back): setting ``training`` through
+    # ``nn.Module.__setattr__`` on every module of a large model costs milliseconds per call
+    training = [m for m in model.modules() if m.training] if isinstance(model, torch.nn.Module) else []
+    for m in training:
         m.training = False
     try:
         with torch.no_grad():
             yield
     finally:
-        for m, mode in zip(modules, modes):
-            m.training = mode
+        for m in training:
+            m.training = True
 
 
 class ReferencePredictor:
@@ -110,7 +136,8 @@ class ReferencePredictor:
 
     def __init__(self, model, cache_size: int | None = None) -> None:
         self.model = model
-        self.cache = EmbeddingCache(cache_size if cache_size is not None else getattr(model, "frame_cache_size", 16))
+        self.cache = EmbeddingCache(cache_size if cache_size is not None else getattr(model, "frame_cache_size", 16),
+                                    getattr(model, "frame_cache_bytes", None))
         self._current: np.ndarray | None = None
 
     # ------------------------------------------------------------------ images

@@ -6,71 +6,42 @@ calls lives here so tests and other recipes reuse it.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 
+from ..inference.predictor import EmbeddingCache
 from ..losses import LossWeights, segmentation_loss
 from .samples import PreparedSample, SamSamplePrep, TrainBatch, collate
 
 
-class TrainEmbeddingCache:
-    """Frozen-encoder embeddings of training images, keyed by ``PreparedSample`` cache keys (LRU, CPU).
-
-    At most ``capacity`` images and ``max_bytes`` bytes (``None``: no byte limit): the least recently
-    used entries go first. An image's entry is ``256 x 64 x 64`` floats (4 MiB) for SAM at 1024 and
-    16 MiB for SAM 2 (its high-resolution maps ride along), so the byte limit is what bounds memory.
-    Only valid while the image encoder is frozen (no LoRA): the recipe disables it otherwise.
+class TrainEmbeddingCache(EmbeddingCache):
+    """Frozen-encoder embeddings of training images, keyed by ``PreparedSample`` cache keys: the
+    predictor's :class:`~unifusion_sam.inference.predictor.EmbeddingCache` (LRU, at most ``capacity``
+    images and ``max_bytes`` bytes) holding CPU copies. An image's entry is ``256 x 64 x 64`` floats
+    (4 MiB) for SAM at 1024 and 16 MiB for SAM 2 (its high-resolution maps ride along), so the byte
+    limit is what bounds memory. Only valid while the image encoder is frozen (no LoRA): the recipe
+    disables it otherwise.
     """
-
-    def __init__(self, capacity: int, max_bytes: int | None = None) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
-            raise ValueError(f"capacity must be a non-negative int, got {capacity!r}")
-        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
-            raise ValueError(f"max_bytes must be a non-negative int or None, got {max_bytes!r}")
-        self.capacity = capacity
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.bytes = 0
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def _store(self, key: str, value: torch.Tensor) -> None:
-        size = value.numel() * value.element_size()
-        if self.max_bytes is not None and size > self.max_bytes:
-            return
-        self._items[key] = value
-        self.bytes += size
-        while len(self._items) > self.capacity or (self.max_bytes is not None and self.bytes > self.max_bytes):
-            _, old = self._items.popitem(last=False)
-            self.bytes -= old.numel() * old.element_size()
 
     def embed(self, model, pixels: torch.Tensor, keys: list[str | None]) -> torch.Tensor:
         """Frame features ``[N, D, h, w]`` (``model.encode_image``: D = 256 for SAM) for ``pixels``
-        ``[N, 3, S, S]``; encodes only the cache misses."""
+        ``[N, 3, S, S]``; encodes only the cache misses (keys ``None`` are never cached)."""
         out: list[torch.Tensor | None] = [None] * len(keys)
         todo = []
         for i, k in enumerate(keys):
-            hit = self._items.get(k) if (k is not None and self.capacity > 0) else None
+            hit = self.get(k) if k is not None else None
             if hit is None:
                 todo.append(i)
             else:
-                self._items.move_to_end(k)
                 out[i] = hit.to(pixels.device)
-        self.hits += len(keys) - len(todo)
-        self.misses += len(todo)
         if todo:
             with torch.no_grad():
                 fresh = model.encode_image(pixels[todo])
             for j, i in enumerate(todo):
                 out[i] = fresh[j]
                 k = keys[i]
-                if k is not None and self.capacity > 0 and k not in self._items:
+                if k is not None and k not in self._items:
                     # a copy: a view would keep the whole batch's storage alive
-                    self._store(k, fresh[j].detach().to("cpu", copy=True))
+                    self.put(k, fresh[j].detach().to("cpu", copy=True))
         return torch.stack(out)  # type: ignore[arg-type]
 
 

@@ -50,7 +50,10 @@ class UniRefSegmenter(UniRefCheckpointMixin, ReferenceInferenceMixin, UniRefMode
 
     family = "uniref"
     keep_last_seen = True  # the authors' video loop keeps an invisible object's last previous reference
-    frame_cache_size = 4  # encoded frames kept by the predictor (a 480p frame's features are ~50 MB)
+    # encoded frames kept by the predictor: a 480p frame's features are ~50 MB, so the byte bound keeps
+    # about ten of them; at small sizes a whole clip stays cached across the tracks of its expressions
+    frame_cache_size = 64
+    frame_cache_bytes = 512 << 20
 
     def encoder_version(self) -> float:
         return 0.0  # nothing trains at inference: cached frame features stay valid
