@@ -7,7 +7,11 @@ decode). Measured against it, on the same image and in the same run:
 - ``video``: one video step with two mask references, the first frame and the previous frame, whose
   embeddings are already in the predictor's EmbeddingCache (as when the same arrays come back on the
   next frame): ``model.predict(frame_t, ref_images=[frame_0, frame_prev], ref_masks=[m_0, m_prev])``;
-  the query frame is encoded (the cache is emptied of it before every call).
+  the query frame is encoded (the cache is emptied of it before every call), and both masks are
+  encoded again on every call;
+- ``step``: the same step as tracking does it, ``VideoSession.step(frame_t)`` for one object: the
+  first-frame reference was encoded once when the mask was given (the session keeps it), the step
+  encodes the frame and the previous prediction's reference, fuses both references and decodes.
 
 Goal: both ratios <= 1.10. Every call of a round is timed in turn (baseline, then each adapter option),
 for ``--repeats`` rounds; the ratio is the median (and best) time over the baseline's median (best),
@@ -25,7 +29,9 @@ full-resolution SAM embeddings of the reference frames.
 ``--full`` uses SAM's real input size 1024 (default 512, 4x cheaper). ``--family sam2`` measures the same
 on SAM 2 (Meta ``sam2``, a ``sam2_hiera_t``-sized model with random weights, always at its real input size
 1024) against SAM 2's own ``SAM2ImagePredictor.set_image`` + ``predict(point)``, with the ``sam2-hiera-tiny``
-preset (reference at 512 / 256 / 128).
+preset (references pooled to 32 x 32 tokens, ``reference_pool`` 2, reference image at 256: what SAM vit_b at
+input 512 has; and at 512) and with the full 64 x 64 grid (``reference_pool`` 1, reference at 512: the
+preset before).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from unifusion_sam.fusion import ReferenceTokens  # noqa: E402
 from unifusion_sam.sam import build_sam, wrap_sam  # noqa: E402
+from unifusion_sam.video import VideoSession  # noqa: E402
 
 TEXT = "the red car on the left behind the truck"
 
@@ -99,9 +106,9 @@ def main() -> None:
     }
     if sam2:
         options = {
-            "sam2-hiera-tiny (ref 512)": dict(adapter="sam2-hiera-tiny"),
-            "sam2-hiera-tiny, ref 256": dict(adapter="sam2-hiera-tiny", mask={"input_size": 256}),
-            "sam2-hiera-tiny, ref 128": dict(adapter="sam2-hiera-tiny", mask={"input_size": 128}),
+            "sam2-hiera-tiny (ref 256)": dict(adapter="sam2-hiera-tiny"),
+            "sam2-hiera-tiny, ref 512": dict(adapter="sam2-hiera-tiny", mask={"input_size": 512}),
+            "full grid (pool 1), ref 512": dict(adapter="sam2-hiera-tiny", reference_pool=1, mask={"input_size": 512}),
         }
     models = {}
     for name, kwargs in options.items():
@@ -138,17 +145,35 @@ def main() -> None:
         model.predictor.embed(fp, task="fss")
         return timed(lambda: model.predict(ft, ref_images=[f0, fp], ref_masks=[m0, mp]))
 
+    sessions = {}
+
+    def session_call(name, model, t):
+        # a VideoSession step on frame t: the object's first-frame reference was encoded when it was
+        # given (cached in the session); the step encodes frame t, the previous prediction's reference,
+        # fuses both references and decodes
+        if name not in sessions:
+            session = VideoSession(model, sigma=0.0)
+            session.add_object(1, frames[0][1])
+            session.step(frames[0][0])
+            sessions[name] = session
+        session = sessions[name]
+        model.predictor.cache.clear()  # frame t is new (the previous frame's features are in the session)
+        return timed(lambda: session.step(frames[t][0]))
+
     with torch.inference_mode():
         baseline()  # warm-up
-        for model in models.values():
+        for name, model in models.items():
             text_call(model)
             video_call(model, 2)
+            session_call(name, model, 1)
         base_t, text_t, video_t = [], {n: [] for n in models}, {n: [] for n in models}
+        step_t = {n: [] for n in models}
         for r in range(args.repeats):
             base_t.append(timed(baseline))
             for name, model in models.items():
                 text_t[name].append(timed(lambda: text_call(model)))  # noqa: B023
                 video_t[name].append(video_call(model, r + 2))
+                step_t[name].append(session_call(name, model, r + 2))
 
     print(f"{'SAM 2 hiera-tiny' if sam2 else 'SAM vit_b'}, random weights, input {size} (image {w} x {h}), "
           f"{torch.get_num_threads()} thread(s), "
@@ -158,12 +183,14 @@ def main() -> None:
         print(f"\n[{clock}] baseline {type(plain).__name__}.set_image + predict(point): "
               f"median {statistics.median(base) * 1e3:.0f} ms, best {min(base) * 1e3:.0f} ms")
         print(f"{'option':<28}{'text median':>12}{'text best':>11}{'video median':>14}{'video best':>12}"
-              "   (ratio to plain SAM)")
+              f"{'step median':>13}{'step best':>11}   (ratio to plain SAM)")
         for name in models:
             text, video = [t[k] for t in text_t[name]], [v[k] for v in video_t[name]]
-            tm, tb = statistics.median(text) / statistics.median(base), min(text) / min(base)
-            vm, vb = statistics.median(video) / statistics.median(base), min(video) / min(base)
-            print(f"{name:<28}{tm:>12.3f}{tb:>11.3f}{vm:>14.3f}{vb:>12.3f}")
+            step = [v[k] for v in step_t[name]]
+            cells = []
+            for times in (text, video, step):
+                cells += [statistics.median(times) / statistics.median(base), min(times) / min(base)]
+            print(f"{name:<28}" + "".join(f"{c:>{wd}.3f}" for c, wd in zip(cells, (12, 11, 14, 12, 13, 11))))
     print("goal: <= 1.10")
 
     # ------------------------------------------------------------------ where the time goes
@@ -201,6 +228,8 @@ def main() -> None:
                     mask = F.interpolate(mask, size=(cfg.input_size,) * 2, mode="bilinear", align_corners=False)
                 return enc.trunk_features(image, mask)[16]
 
+            pool = model.config.reference_pool  # the grid the mask encoder fuses on
+            grid = F.avg_pool2d(emb, pool) if pool > 1 else emb
             ref = model.encode_mask_reference(units, masks, emb)
             tokens = ReferenceTokens(ref.levels[0].keys.reshape(1, -1, 256), ref.levels[0].values.reshape(1, -1, 256))
             words = model.encode_text([TEXT])
@@ -208,7 +237,7 @@ def main() -> None:
             token = model.reference_token(None, None, ref.prototype.mean(0, keepdim=True), torch.ones(1, dtype=torch.bool))
             ms = {
                 "mask trunk": best_of(trunk),
-                "mask encoder": best_of(lambda: enc(units, masks, [emb])),  # noqa: B023
+                "mask encoder": best_of(lambda: enc(units, masks, [grid])),  # noqa: B023
                 "fusion(mask)": best_of(lambda: model.fuse(e0, None, tokens)),  # noqa: B023
                 "text enc": best_of(lambda: model.encode_text([TEXT])),  # noqa: B023
                 "fusion(text)": best_of(lambda: model.fuse(e0, lang, None)),  # noqa: B023

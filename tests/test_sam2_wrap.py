@@ -219,6 +219,8 @@ def test_sam2_presets():
         assert config.image_size == SAM2_SPECS[config.sam_size].image_size, name
         assert config.lora.enabled == name.endswith("-lora"), name
         assert SAM2_SPECS[config.sam_size].preset == name.removesuffix("-lora"), name
+        # Hiera presets (input 1024, a 64 x 64 grid): references pooled to 32 x 32 tokens
+        assert config.reference_pool == (1 if name.startswith("sam2-tiny") else 2), name
 
 
 @pytest.mark.parametrize("family", FAMILIES)

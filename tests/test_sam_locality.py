@@ -108,3 +108,53 @@ def test_bad_tracking_flags_are_rejected():
     batch.tracking = torch.ones(2)
     with pytest.raises(ValueError, match="tracking must be"):
         batch.validate()
+
+
+def test_pooled_references_have_a_quarter_of_the_tokens_and_keys_get_their_own_grid(tiny_sam_factory):
+    """``reference_pool=2``: each reference is ``(h/2) * (w/2)`` tokens, and the locality prior gives each
+    pooled key the encoding pooled over its block: fusing pooled tokens equals fusing the same tokens
+    repeated over their 2 x 2 blocks on the full grid (softmax over duplicates is the same average)."""
+    import torch.nn.functional as F
+
+    from unifusion_sam.fusion import ReferenceTokens
+
+    model = tiny_sam_factory("meta", fusion={"mask_pos_logit": 16.0}, reference_pool=2)
+    _open_gates(model)
+    h, w = model.backend.embedding_size
+    s = model.image_size
+    torch.manual_seed(1)
+    units, masks = torch.rand(2, 3, s, s), (torch.rand(2, s, s) > 0.7).float()
+    with torch.no_grad():
+        frame = model.encode_image(torch.randn(2, 3, s, s))
+        ref = model.encode_mask_reference(units, masks, frame)
+        keys, values = ref.levels[0].keys, ref.levels[0].values
+        assert keys.shape == (2, (h // 2) * (w // 2), 256) and values.shape == keys.shape
+        pooled = ReferenceTokens(keys.reshape(1, -1, 256), values.reshape(1, -1, 256))
+        query = model.backend.image_embedding(model.encode_image(torch.randn(1, 3, s, s)))
+        pe = model.backend.dense_pe()
+        fused = model.fuse(query, None, pooled, tracking=torch.tensor([True]), pe=pe)
+
+        def repeat(t):  # [1, K * h/2 * w/2, C] -> [1, K * h * w, C], each token over its 2 x 2 block
+            maps = t.reshape(-1, h // 2, w // 2, 256).permute(0, 3, 1, 2)
+            return F.interpolate(maps, scale_factor=2, mode="nearest").flatten(2).transpose(1, 2).reshape(1, -1, 256)
+
+        full = ReferenceTokens(repeat(keys), repeat(values))
+        key_pos = F.interpolate(F.avg_pool2d(pe, 2), scale_factor=2, mode="nearest")
+        same = model.fusion(query, mask=full, pos=pe, key_pos=key_pos)
+        torch.testing.assert_close(fused, same, rtol=1e-4, atol=1e-4)
+        assert (fused - query).abs().max() > 1e-3  # the references did something
+        # without the pooled keys' own encoding the result differs: the keys' positions matter
+        assert (model.fusion(query, mask=full, pos=pe) - fused).abs().max() > 1e-4
+
+
+def test_reference_pool_must_divide_the_grid():
+    from unifusion_sam.sam import load_preset
+    from unifusion_sam.sam.config import merge_overrides
+
+    config = load_preset("sam-tiny")
+    for bad in (0, -2, 1.5):
+        with pytest.raises((ValueError, TypeError), match="reference_pool"):
+            merge_overrides(config, {"reference_pool": bad})
+    with pytest.raises(ValueError, match="divide"):
+        merge_overrides(config, {"reference_pool": 3})
+    assert merge_overrides(config, {"reference_pool": 2}).reference_pool == 2

@@ -220,11 +220,14 @@ class UniFusion(nn.Module):
         mask: ReferenceTokens | None = None,
         pos: torch.Tensor | None = None,
         lang_pos: torch.Tensor | None = None,
+        key_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Fuse the language and/or mask references into ``feature`` ``[B, C, H, W]``. ``pos``
         ``[1 or B, C, H, W]``, the positional encoding of the feature's grid, is needed by (and only
         used for) the mask branch when ``mask_pos_logit > 0``; ``lang_pos`` (the same encoding, never
-        zeroed) by the language branch when ``lang_pos`` is on."""
+        zeroed) by the language branch when ``lang_pos`` is on. ``key_pos`` ``[1 or B, C, h', w']``: the
+        encoding of the mask references' grid when it is coarser than the feature's (pooled references;
+        default ``pos``)."""
         if feature.dim() != 4 or feature.shape[1] != self.config.dim:
             raise ValueError(f"feature must be [B, {self.config.dim}, H, W], got {tuple(feature.shape)}")
         out = feature
@@ -247,14 +250,20 @@ class UniFusion(nn.Module):
                 b, c, h, w = feature.shape
                 if pos.dim() != 4 or pos.shape[0] not in (1, b) or pos.shape[1:] != (c, h, w):
                     raise ValueError(f"pos must be [1 or {b}, {c}, {h}, {w}], got {tuple(pos.shape)}")
-            out = out + self.fuse(feature, mask, pos if self.pos_proj is not None else None)
+            if key_pos is not None and (self.pos_proj is None or pos is None):
+                raise ValueError("key_pos needs a UniFusion with a locality prior (mask_pos_logit > 0) and pos")
+            if self.pos_proj is not None:
+                out = out + self.fuse(feature, mask, pos, key_pos=key_pos)
+            else:
+                out = out + self.fuse(feature, mask)
         return out
 
     def fuse(self, feature: torch.Tensor, ref: ReferenceTokens, pos: torch.Tensor | None = None,
-             query_pos: torch.Tensor | None = None) -> torch.Tensor:
+             query_pos: torch.Tensor | None = None, key_pos: torch.Tensor | None = None) -> torch.Tensor:
         """One branch: the residual ``alpha * (O * (1 + gamma) + beta)`` as ``[B, C, H, W]``. With
         ``pos`` ``[1 or B, C, H, W]``, the references are maps on the feature's grid (``L = K * H * W``
-        tokens) and ``pos_proj(pos)`` joins both the queries and every reference's keys. With
+        tokens; with ``key_pos`` ``[1 or B, C, h', w']`` maps on that coarser grid, ``K * h' * w'`` tokens)
+        and ``pos_proj(pos)`` joins the queries, ``pos_proj(key_pos or pos)`` every reference's keys. With
         ``query_pos`` (same shape), ``lang_pos_proj(query_pos)`` joins the queries only."""
         b, c, h, w = feature.shape
         if ref.keys.shape[0] != b or ref.keys.shape[2] != c:
@@ -272,11 +281,15 @@ class UniFusion(nn.Module):
         if pos is not None:
             if self.pos_proj is None:
                 raise ValueError("pos needs a UniFusion with a locality prior (mask_pos_logit > 0)")
-            if k.shape[1] % (h * w):
-                raise ValueError(f"with pos, references must be maps on the {h}x{w} grid; got {k.shape[1]} tokens")
+            grid = pos if key_pos is None else key_pos
+            n = grid.shape[-2] * grid.shape[-1]
+            if k.shape[1] % n:
+                raise ValueError(f"with pos, references must be maps on the {grid.shape[-2]}x{grid.shape[-1]} grid; "
+                                 f"got {k.shape[1]} tokens")
             where = self.pos_proj(pos.flatten(2).transpose(1, 2))  # [1 or B, HW, inner]
             q = q + where
-            k = k + where.repeat(1, k.shape[1] // (h * w), 1)
+            where_k = where if key_pos is None else self.pos_proj(key_pos.flatten(2).transpose(1, 2))
+            k = k + where_k.repeat(1, k.shape[1] // n, 1)
         if query_pos is not None:
             q = q + self.lang_pos_proj(query_pos.flatten(2).transpose(1, 2))  # [1 or B, HW, inner]
         q = q.view(b, h * w, heads, hd).transpose(1, 2)

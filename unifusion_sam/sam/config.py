@@ -51,6 +51,11 @@ class UniFusionSamConfig(JsonConfig):
     - ``mask``: the mask reference encoder (stride 16, fused with the SAM embedding).
     - ``train_mask_decoder``: whether SAM's mask decoder trains (its weights are then part of the adapter).
     - ``lora``: LoRA on the image encoder.
+    - ``reference_pool``: mask references as tokens on SAM's grid average-pooled by this factor (keys:
+      the pooled reference embedding, values: the mask encoder's fusion blocks run on that grid; the
+      locality prior's keys get the pooled positional encoding). 1 keeps the full grid; 2 turns a
+      64 x 64 embedding (input 1024) into 32 x 32 tokens per reference, the count SAM at input 512 has,
+      at a quarter of the fusion blocks' and UniFusion's mask-branch cost (the SAM 2 presets).
     """
 
     sam_family: str = "meta"
@@ -61,6 +66,7 @@ class UniFusionSamConfig(JsonConfig):
     mask: MaskEncoderConfig = field(default_factory=lambda: MaskEncoderConfig(strides=(16,), input_size=512))
     train_mask_decoder: bool = True
     lora: LoraSettings = field(default_factory=LoraSettings)
+    reference_pool: int = 1
 
     def __post_init__(self) -> None:
         check_choice("sam_family", self.sam_family, SAM_FAMILIES)
@@ -80,6 +86,10 @@ class UniFusionSamConfig(JsonConfig):
             raise ValueError(f"text.dim must equal fusion.dim {self.fusion.dim}, got {self.text.dim}")
         if not isinstance(self.train_mask_decoder, bool):
             raise TypeError(f"train_mask_decoder must be a bool, got {self.train_mask_decoder!r}")
+        check_positive_int("reference_pool", self.reference_pool)
+        if (self.image_size // 16) % self.reference_pool:
+            raise ValueError(f"reference_pool {self.reference_pool} must divide the {self.image_size // 16} x "
+                             f"{self.image_size // 16} embedding grid of image_size {self.image_size}")
 
 
 # --------------------------------------------------------------------------------------- presets

@@ -151,6 +151,8 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         """References ``units`` ``[R, 3, S, S]`` in [0, 1], ``masks`` ``[R, S, S]`` binary, and their frame
         features ``[R, D, h, w]`` (:meth:`encode_image`) -> tokens (keys = the SAM embeddings, values = mask features)."""
         embeddings = self.backend.image_embedding(embeddings)  # [R, 256, h, w]
+        if self.config.reference_pool > 1:  # tokens on the pooled grid [R, 256, h / p, w / p]
+            embeddings = F.avg_pool2d(embeddings, self.config.reference_pool)
         (values,) = self.mask_encoder(units, masks, [embeddings])  # [R, C, h, w]
         small = F.adaptive_avg_pool2d(masks.to(values.dtype)[:, None], values.shape[-2:])  # [R, 1, h, w]
         area = small.sum(dim=(2, 3))  # [R, 1]
@@ -166,7 +168,8 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         are earlier frames of their video (``tracking`` ``[B]`` bool), SAM's positional encoding of the
         grid (``pe`` ``[1, 256, h, w]``, :meth:`SamBackend.dense_pe` when not given) goes along for the
         locality prior (``fusion.mask_pos_logit``); the others get zeros, which leave their attention
-        exactly as without the prior."""
+        exactly as without the prior. With ``config.reference_pool`` p > 1 the references' keys get the
+        encoding average-pooled to their grid ``[., 256, h / p, w / p]``."""
         pos = lang_pos = None
         wants_lang_pos = lang is not None and self.fusion.lang_pos_proj is not None
         wants_pos = mask is not None and self.fusion.pos_proj is not None
@@ -181,7 +184,10 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
                 pos = pe  # [1, ...]: projected once for all samples (every object of a video frame)
             else:
                 pos = pe * tracking.to(device=pe.device, dtype=pe.dtype)[:, None, None, None]
-        return self.fusion(embeddings, lang=lang, mask=mask, pos=pos, lang_pos=lang_pos)
+        key_pos = None
+        if pos is not None and self.config.reference_pool > 1:  # the references' (pooled) grid
+            key_pos = F.avg_pool2d(pos, self.config.reference_pool)
+        return self.fusion(embeddings, lang=lang, mask=mask, pos=pos, lang_pos=lang_pos, key_pos=key_pos)
 
     def reference_token(
         self, text_pooled: torch.Tensor | None, has_text: torch.Tensor | None,
