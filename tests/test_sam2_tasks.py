@@ -90,6 +90,26 @@ def test_vos_with_a_late_object_and_rvos(models, family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_pooled_references_track_with_a_quarter_of_the_tokens(family):
+    """The Hiera presets' ``reference_pool`` 2 on both SAM 2 implementations: each reference is
+    (h/2) x (w/2) tokens, the locality prior's keys get the pooled grid, tracking runs, and the
+    references still steer the masks (two objects tracked from their own first masks differ)."""
+    model = make_model(family, None, text=None, reference_pool=2, fusion={"mask_pos_logit": 16.0})
+    with torch.no_grad():
+        model.fusion.modulation[1].bias[512:] = 1.0  # open the mask branch's gate
+    h, w = model.backend.embedding_size
+    frames, labels = make_video(n_frames=4, birth=(0, 0), index=2)
+    seen = []
+    original = model.fusion.forward
+    model.fusion.forward = lambda *a, **k: seen.append((k["mask"].keys.shape[1], k.get("key_pos"))) or original(*a, **k)
+    results = list(model.track(frames, masks={1: labels[0] == 1, 2: labels[0] == 2}, sigma=0.0))
+    assert seen and all(n == 2 * (h // 2) * (w // 2) for n, _ in seen)  # first + previous, each pooled
+    assert all(kp is not None and kp.shape[-2:] == (h // 2, w // 2) for _, kp in seen)
+    assert all(np.isfinite(s) for r in results for s in r.scores.values())
+    assert not np.array_equal(results[2].masks[1], results[2].masks[2])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_video_state_is_constant_and_one_batched_decode_per_frame(models, family, monkeypatch):
     model = models[family]
     frames, labels = make_video(n_frames=5, birth=(0, 0), index=1)
