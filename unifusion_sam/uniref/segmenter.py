@@ -51,8 +51,9 @@ class UniRefSegmenter(UniRefCheckpointMixin, ReferenceInferenceMixin, UniRefMode
     family = "uniref"
     keep_last_seen = True  # the authors' video loop keeps an invisible object's last previous reference
     # encoded frames kept by the predictor: a 480p frame's features are ~50 MB, so the byte bound keeps
-    # about ten of them; at small sizes a whole clip stays cached across the tracks of its expressions
-    frame_cache_size = 64
+    # about ten of them; a short clip at small sizes stays cached across the tracks of its expressions.
+    # Full after 24 frames at most: a long video's memory stops growing early (benchmarks/uniref_video.py)
+    frame_cache_size = 24
     frame_cache_bytes = 512 << 20
 
     def encoder_version(self) -> float:
