@@ -329,20 +329,25 @@ def test_supports_of_different_sizes_are_batched_at_one_padded_size(small, clip)
     assert pred.mask.shape == frames[0].shape[:2]
 
 
-def test_a_clip_tracked_again_reuses_every_encoded_frame(small, clip, monkeypatch):
-    """The predictor keeps the frames of a clip (the full model's byte-bounded cache): the second track of
-    the same clip, e.g. the next expression of an RVOS video, encodes no frame again."""
+def test_a_clip_tracked_again_reuses_every_encoded_frame_while_it_is_held(small, clip, monkeypatch):
+    """``predictor.cache.holding(n)`` keeps a clip's frames (what the held-out evaluation does around each
+    video): the second track of the same clip, e.g. the next RVOS expression, encodes no frame again;
+    outside the block the full model keeps its 4 frames, so a 5-frame clip is encoded again."""
     frames, labels = clip
-    small.predictor.cache.clear()
+    cache = small.predictor.cache
+    cache.clear()
     encoded = []
     original = small.encode_images
     monkeypatch.setattr(small, "encode_images", lambda *a, **k: encoded.append(1) or original(*a, **k))
-    first = [r.masks[1] for r in small.track(frames, text="the red shape", sigma=0.0)]
-    assert len(encoded) == len(frames)  # each frame once (its mask references reuse it)
-    again = [r.masks[1] for r in small.track(frames, text="the red shape", sigma=0.0)]
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
-    assert len(encoded) == len(frames) and small.predictor.cache.hits >= len(frames)
-    assert 0 < small.predictor.cache.bytes <= small.frame_cache_bytes
+    with cache.holding(len(frames)):
+        first = [r.masks[1] for r in small.track(frames, text="the red shape", sigma=0.0)]
+        assert len(encoded) == len(frames)  # each frame once (its mask references reuse it)
+        again = [r.masks[1] for r in small.track(frames, text="the red shape", sigma=0.0)]
+        assert all(np.array_equal(a, b) for a, b in zip(first, again))
+        assert len(encoded) == len(frames) and 0 < cache.bytes <= small.frame_cache_bytes
+    assert cache.capacity == small.frame_cache_size == 4 and len(cache) == 4
+    list(small.track(frames, text="the red shape", sigma=0.0))
+    assert len(encoded) == 2 * len(frames)
 
 
 def test_query_diagnosis_benchmark_scores_the_chosen_and_the_best_query(small):

@@ -550,6 +550,18 @@ def test_embedding_cache_bounds_frames_by_count_and_by_bytes():
     tiny_budget.put("big", entry(0))
     assert len(tiny_budget) == 0 and tiny_budget.bytes == 0
     cache.clear()
+    with cache.holding(5):  # room for more entries inside the block; trimmed to the old capacity after
+        for i in range(5):
+            cache.put(f"h{i}", (torch.zeros(1),))
+        assert len(cache) == 5 and cache.capacity == 10
+    cache.resize(2)
+    assert len(cache) == 2 and cache.get("h4") is not None and cache.bytes == 2 * 4
+    with cache.holding(6):
+        for i in range(6):
+            cache.put(f"g{i}", (torch.zeros(1),))
+        assert len(cache) == 6
+    assert cache.capacity == 2 and len(cache) == 2 and cache.get("g5") is not None
+    cache.clear()
     assert len(cache) == 0 and cache.bytes == 0
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="capacity"):

@@ -106,6 +106,26 @@ class EmbeddingCache:
             _, (_, dropped) = self._items.popitem(last=False)
             self.bytes -= dropped
 
+    def resize(self, capacity: int) -> None:
+        """Change how many entries the cache keeps (the least recently used beyond it go now)."""
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ValueError(f"capacity must be a non-negative int, got {capacity!r}")
+        self.capacity = capacity
+        while len(self._items) > capacity:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self.bytes -= dropped
+
+    @contextmanager
+    def holding(self, count: int):
+        """Keep at least ``count`` entries inside the block (e.g. every frame of a clip that is tracked
+        several times, once per expression), then the previous capacity again."""
+        previous = self.capacity
+        self.resize(max(previous, count))
+        try:
+            yield self
+        finally:
+            self.resize(previous)
+
     def clear(self) -> None:
         self._items.clear()
         self.bytes = 0

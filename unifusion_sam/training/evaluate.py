@@ -10,6 +10,7 @@ session's reference switches (``mask_refs``, ``rvos_refs``) for the paper's abla
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -126,30 +127,9 @@ def _score_videos(model, dataset: SyntheticDataset, n_videos: int, *, bar, keep_
     gif_frames = None
     for i in range(n_videos):
         video = dataset.video(i)
-        labels = [np.asarray(video.annotations[t]) for t in range(len(video.frames))]
-        if "vos" in tasks:
-            n_obj = max(video.object_ids)
-            first = {k: labels[f] == k for k, f in video.first_frame.items() if f == 0}
-            late = {}
-            for k, f in video.first_frame.items():
-                if f > 0:
-                    late.setdefault(f, {})[k] = labels[f] == k
-            vos.start_video(video.name, n_objects=n_obj)
-            track = []
-            for t, result in enumerate(model.track(video.frames, masks=first, new_objects=late, sigma="davis",
-                                                   mask_refs=mask_refs, rvos_refs=rvos_refs)):
-                vos.update(video.name, result.label_map, labels[t])
-                if i == 0 and keep_first:
-                    track.append(result.label_map)
-            if i == 0 and keep_first:
-                gif_frames = (video.frames, track)
-        if "rvos" in tasks:
-            for exp_id, (obj, sentence) in sorted(video.expressions.items()):
-                name = f"{video.name}_{exp_id}"
-                rvos.start_video(name, n_objects=1)
-                for t, result in enumerate(model.track(video.frames, text=sentence, sigma="rvos",
-                                                       mask_refs=mask_refs, rvos_refs=rvos_refs)):
-                    rvos.update(name, (result.label_map == 1).astype(np.uint8), (labels[t] == obj).astype(np.uint8))
+        cache = getattr(getattr(model, "predictor", None), "cache", None)
+        with cache.holding(len(video.frames)) if cache is not None else nullcontext():  # every track reuses the clip
+            gif_frames = _score_video(model, video, i, vos, rvos, keep_first, mask_refs, rvos_refs, tasks, gif_frames)
         bar.update()
     scores = {}
     if "vos" in tasks:
@@ -157,6 +137,36 @@ def _score_videos(model, dataset: SyntheticDataset, n_videos: int, *, bar, keep_
     if "rvos" in tasks:
         scores["rvos_jf"] = float(rvos.compute()["J&F-Mean"])
     return scores, gif_frames
+
+
+def _score_video(model, video, i, vos, rvos, keep_first, mask_refs, rvos_refs, tasks, gif_frames):
+    """One held-out video into the meters: a VOS track of all its objects and an RVOS track per
+    expression. Returns the GIF frames (set from the first video when ``keep_first``)."""
+    labels = [np.asarray(video.annotations[t]) for t in range(len(video.frames))]
+    if "vos" in tasks:
+        n_obj = max(video.object_ids)
+        first = {k: labels[f] == k for k, f in video.first_frame.items() if f == 0}
+        late = {}
+        for k, f in video.first_frame.items():
+            if f > 0:
+                late.setdefault(f, {})[k] = labels[f] == k
+        vos.start_video(video.name, n_objects=n_obj)
+        track = []
+        for t, result in enumerate(model.track(video.frames, masks=first, new_objects=late, sigma="davis",
+                                               mask_refs=mask_refs, rvos_refs=rvos_refs)):
+            vos.update(video.name, result.label_map, labels[t])
+            if i == 0 and keep_first:
+                track.append(result.label_map)
+        if i == 0 and keep_first:
+            gif_frames = (video.frames, track)
+    if "rvos" in tasks:
+        for exp_id, (obj, sentence) in sorted(video.expressions.items()):
+            name = f"{video.name}_{exp_id}"
+            rvos.start_video(name, n_objects=1)
+            for t, result in enumerate(model.track(video.frames, text=sentence, sigma="rvos",
+                                                   mask_refs=mask_refs, rvos_refs=rvos_refs)):
+                rvos.update(name, (result.label_map == 1).astype(np.uint8), (labels[t] == obj).astype(np.uint8))
+    return gif_frames
 
 
 def _write_pictures(out: Path, overlays, gif_frames) -> None:

@@ -50,10 +50,10 @@ class UniRefSegmenter(UniRefCheckpointMixin, ReferenceInferenceMixin, UniRefMode
 
     family = "uniref"
     keep_last_seen = True  # the authors' video loop keeps an invisible object's last previous reference
-    # encoded frames kept by the predictor: a 480p frame's features are ~50 MB, so the byte bound keeps
-    # about ten of them; a short clip at small sizes stays cached across the tracks of its expressions.
-    # Full after 24 frames at most: a long video's memory stops growing early (benchmarks/uniref_video.py)
-    frame_cache_size = 24
+    # encoded frames kept by the predictor (a 480p frame's features are ~50 MB); more frames held make a
+    # long video's peak memory creep up (benchmarks/uniref_video.py). To track one clip several times
+    # (one track per expression), hold it: ``with model.predictor.cache.holding(len(frames)): ...``
+    frame_cache_size = 4
     frame_cache_bytes = 512 << 20
 
     def encoder_version(self) -> float:
