@@ -26,15 +26,8 @@ import torch.nn.functional as F
 
 from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
 from unifusion_sam.interface import ObjectQuery
+from unifusion_sam.metrics.region import jaccard
 from unifusion_sam.uniref import UniRefSegmenter
-
-
-def _mask_iou(logits: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    """``[Q, h, w]`` logits, ``[h, w]`` bool -> ``[Q]`` IoU of each query's mask (logit > 0)."""
-    pred = logits > 0
-    inter = (pred & target).flatten(1).sum(1)
-    union = (pred | target).flatten(1).sum(1).clamp(min=1)
-    return (inter / union).numpy()
 
 
 @torch.no_grad()
@@ -63,7 +56,7 @@ def diagnose(model: UniRefSegmenter, dataset: SyntheticDataset, n_videos: int, f
                 logits = F.interpolate(logits[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w]
                 target = torch.from_numpy(labels[t] == k)[None, None].float()
                 target = F.interpolate(target, size=(h, w), mode="nearest")[0, 0] > 0.5
-                ious = _mask_iou(logits, target)
+                ious = np.array([jaccard(m, target.numpy()) for m in (logits > 0).numpy()])  # each query's mask
                 scores = det.logits.sigmoid()[0].max(-1).values.numpy()
                 q = int(decoded.extras["query"][0])
                 chosen.append(float(ious[q]))

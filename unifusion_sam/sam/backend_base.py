@@ -35,8 +35,12 @@ class SamBackend:
     #: applied once per image by ``encode_image``): frozen with the image encoder and never in an adapter
     encoder_side_decoder_parts: tuple[str, ...] = ()
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, image_encoder: nn.Module, prompt_encoder: nn.Module,
+                 mask_decoder: nn.Module) -> None:
         self.model = model
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
 
     image_encoder: nn.Module
     prompt_encoder: nn.Module

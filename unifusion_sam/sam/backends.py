@@ -20,10 +20,7 @@ class MetaSamBackend(SamBackend):
     family = "meta"
 
     def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        self.image_encoder = model.image_encoder
-        self.prompt_encoder = model.prompt_encoder
-        self.mask_decoder = model.mask_decoder
+        super().__init__(model, model.image_encoder, model.prompt_encoder, model.mask_decoder)
 
     @property
     def image_size(self) -> int:
@@ -80,10 +77,7 @@ class HFSamBackend(SamBackend):
     _STD = (58.395, 57.12, 57.375)
 
     def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        self.image_encoder = model.vision_encoder
-        self.prompt_encoder = model.prompt_encoder
-        self.mask_decoder = model.mask_decoder
+        super().__init__(model, model.vision_encoder, model.prompt_encoder, model.mask_decoder)
 
     @property
     def image_size(self) -> int:

@@ -126,10 +126,7 @@ class MetaSam2Backend(_Sam2Backend):
     family = "meta_sam2"
 
     def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        self.image_encoder = model.image_encoder
-        self.prompt_encoder = model.sam_prompt_encoder
-        self.mask_decoder = model.sam_mask_decoder
+        super().__init__(model, model.image_encoder, model.sam_prompt_encoder, model.sam_mask_decoder)
         self.high_res = bool(model.use_high_res_features_in_sam)
         if not self.high_res:
             self.encoder_side_decoder_parts = ()
@@ -196,10 +193,7 @@ class HFSam2Backend(_Sam2Backend):
     flavour = "hf"
 
     def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        self.image_encoder = model.vision_encoder
-        self.prompt_encoder = model.prompt_encoder
-        self.mask_decoder = model.mask_decoder
+        super().__init__(model, model.vision_encoder, model.prompt_encoder, model.mask_decoder)
 
     @property
     def image_size(self) -> int:
