@@ -5,9 +5,10 @@ on patches of training-split synthetic scenes and scored on others: the colour a
 the object covering most of a patch. For each ``--sam`` (default: ``tiny`` then ``lite0``) the probe's
 foreground accuracy is printed before and after ``--steps`` of stand-in pre-training (the recipe's
 ``stand_in`` block: the whole random ViT trains; only Lite0's neck trains, on its frozen ImageNet
-backbone), then a side-by-side table (shape class chance: 1 in 6).
+backbone; with ``--decoder_weight``, as in the default run, SAM's prompt encoder and mask decoder learn
+point prompts in the same steps), then a side-by-side table (shape class chance: 1 in 6).
 
-    python benchmarks/stand_in_features.py --steps 200
+    python benchmarks/stand_in_features.py --steps 100 [--decoder_weight 1.0]
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="stand-in pre-training steps")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=StandInConfig.lr)
+    parser.add_argument("--decoder_weight", type=float, default=1.0,
+                        help="the decoder term's weight (the default run's; 0: the encoder alone)")
     parser.add_argument("--scenes", type=int, default=300, help="probe scenes (3/4 fit, 1/4 scored)")
     parser.add_argument("--sam", nargs="+", default=["tiny", "lite0"], help="stand-in SAM sizes to compare")
     args = parser.parse_args()
@@ -84,7 +87,8 @@ def main() -> None:
             if stage == "stand-in trained":
                 tic = time.perf_counter()
                 pretrain_image_encoder(sam, syn, StandInConfig(steps=args.steps, batch_size=args.batch_size,
-                                                               lr=args.lr), progress=False)
+                                                               lr=args.lr, decoder_weight=args.decoder_weight),
+                                       progress=False)
                 print(f"{size}: stand-in pre-training, {args.steps} steps of {args.batch_size} scenes in "
                       f"{time.perf_counter() - tic:.0f} s")
             x, colour, shape = patch_data(sam, probe_scenes, args.scenes)

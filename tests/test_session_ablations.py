@@ -265,7 +265,7 @@ def test_benchmark_writes_both_tables_json_for_a_saved_run(tmp_path, monkeypatch
     write_safetensors(portable_tensors(model.sam.state_dict()), run / "sam_tiny.safetensors", {"format": "pt"})
     bench = _benchmark()
     config, n_videos, raw = bench.heldout_split(ROOT / "recipes" / "configs" / "default.yaml")
-    assert (config.seed, config.image_size, n_videos, raw["output_dir"]) == (1000, (128, 128), 16, "outputs/default")
+    assert (config.seed, config.image_size, n_videos, raw["output_dir"]) == (1000, (128, 128), 48, "outputs/default")
     # short videos keep this fast; everything else is the recipe's held-out split
     monkeypatch.setattr(bench, "heldout_split", lambda path: (SyntheticConfig(seed=1000, image_size=(64, 64),
                                                                               num_frames=3), 10, raw))

@@ -25,7 +25,7 @@ def _targets(sam, image_size=(64, 64)):
 def test_scene_targets_follow_the_objects_and_mark_padding():
     sam = build_sam("tiny")
     targets, scenes = _targets(sam, image_size=(48, 64))  # not square: the bottom rows are padding
-    pixels, colour, shape, objects, valid = targets[0]
+    pixels, colour, shape, objects, valid, point, mask = targets[0]
     assert pixels.shape == (3, 256, 256)
     assert colour.shape == (len(COLOURS) + 1, 32, 32) and shape.shape == (len(SHAPE_CLASSES) + 1, 32, 32)
     assert objects.shape == (MAX_INSTANCES + 1, 32, 32)
@@ -127,7 +127,7 @@ def test_stand_in_config_in_the_training_config(tmp_path):
     cfg = TrainConfig.from_yaml(default)
     assert cfg.stand_in.steps > 0 and cfg.sam_checkpoint is None  # the offline default pre-trains its random SAM
     cfg = apply_overrides(cfg, {"stand_in.steps": "5", "stand_in.lr": "2e-3"})
-    assert cfg.stand_in == StandInConfig(steps=5, lr=2e-3)
+    assert cfg.stand_in == StandInConfig(steps=5, lr=2e-3, decoder_weight=1.0)  # the default's decoder term
     assert TrainConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ValueError, match="stand_in.stepz"):
         apply_overrides(cfg, {"stand_in.stepz": "5"})

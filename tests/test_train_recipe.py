@@ -151,6 +151,8 @@ def test_stand_in_pretrained_sam_is_saved_and_the_adapter_loads_onto_it(tmp_path
     rebuilt = build_sam("tiny")
     changed = [n for (n, a), b in zip(saved.state_dict().items(), rebuilt.state_dict().values()) if not torch.equal(a, b)]
     assert any(n.startswith("image_encoder.") for n in changed)
-    assert all(n.startswith(("image_encoder.", "mask_decoder.")) for n in changed), changed  # prompt encoder untouched
+    assert all(n.startswith(("image_encoder.", "mask_decoder.", "prompt_encoder.")) for n in changed), changed
+    # the default's decoder term (stand_in.decoder_weight) trained the prompt encoder's point embeddings too
+    assert any(n.startswith("prompt_encoder.point_embeddings.") for n in changed), changed
     model = UniFusionSam.from_pretrained(out / "adapter", sam=saved)
     assert model.predict(np.zeros((64, 64, 3), np.uint8), text="the red circle").mask.shape == (64, 64)

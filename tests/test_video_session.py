@@ -568,3 +568,21 @@ def test_embedding_cache_bounds_frames_by_count_and_by_bytes():
             EmbeddingCache(capacity=bad)
     with pytest.raises(ValueError, match="max_bytes"):
         EmbeddingCache(capacity=1, max_bytes=-5)
+
+
+def test_independent_objects_track_as_if_alone(tiny, short_video):
+    """Two sentences tracked together with ``independent=True`` give, per object, what a session of
+    that sentence alone gives (masks may overlap); the default session makes them compete."""
+    frames, _ = short_video
+    sentences = {1: "the shape moving right", 2: "the big red circle"}
+    together = list(tiny.track(frames, text=sentences, sigma=-1.0, independent=True))
+    for k, sentence in sentences.items():
+        alone = list(tiny.track(frames, text=sentence, sigma=-1.0))
+        for a, b in zip(alone, together):
+            assert abs(a.scores[1] - b.scores[k]) < 1e-4
+            assert (a.masks[1] != b.masks[k]).mean() < 0.005
+    assert any(r.masks[1].any() for r in together)
+    competing = list(tiny.track(frames, text=sentences, sigma=-1.0))
+    assert not any((r.masks[1] & r.masks[2]).any() for r in competing)
+    with pytest.raises(TypeError, match="independent"):
+        VideoSession(tiny, independent="yes")

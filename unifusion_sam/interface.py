@@ -209,7 +209,7 @@ class ReferenceInferenceMixin:
 
     def track(self, frames, *, text=None, masks=None, new_objects=None, sigma: float | str | None = None,
               max_short_side: int | None = None, mask_refs: str = "first+previous",
-              rvos_refs: str = "language+mask"):
+              rvos_refs: str = "language+mask", independent: bool = False):
         """Track objects through ``frames`` (any iterable of ``H x W x 3`` uint8 frames), online.
 
         ``masks``: {object id: first-frame mask} (VOS); ``text``: a sentence (RVOS, object id 1) or
@@ -218,8 +218,9 @@ class ReferenceInferenceMixin:
         otherwise. ``mask_refs`` (``"first+previous"``, ``"first"``, ``"previous"``) and ``rvos_refs``
         (``"language+mask"``, ``"language"``) choose the references each frame's decode gets (the
         paper's Table 9 / Table 7 ablations; see :class:`~unifusion_sam.inference.session.VideoSession`).
-        Yields :class:`~unifusion_sam.inference.session.FrameResult` (``.masks``, ``.scores``,
-        ``.label_map``).
+        ``independent``: the objects do not compete for pixels (e.g. several sentences tracked at once,
+        each as if alone; ``.masks`` per object, which may overlap). Yields
+        :class:`~unifusion_sam.inference.session.FrameResult` (``.masks``, ``.scores``, ``.label_map``).
         """
         from .inference.session import VideoSession
 
@@ -228,7 +229,7 @@ class ReferenceInferenceMixin:
         if sigma is None:
             sigma = 0.3 if text is not None else 0.4
         session = VideoSession(self, sigma=sigma, max_short_side=max_short_side, mask_refs=mask_refs,
-                               rvos_refs=rvos_refs)
+                               rvos_refs=rvos_refs, independent=independent)
         if text is not None:
             for obj_id, sentence in (text.items() if isinstance(text, dict) else [(1, text)]):
                 session.add_text_object(obj_id, sentence)

@@ -20,6 +20,7 @@ class LossWeights:
     bce: float = 2.0
     dice: float = 0.5
     score: float = 1.0
+    point: float = 0.5  # the text point's heat-map mass on the target (adapters with text_point)
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -99,11 +99,15 @@ class VideoSession:
     ``keep_last_seen``: see the module docstring (default: the model's ``keep_last_seen``, else False).
     ``mask_refs`` (one of :data:`MASK_REFS`) and ``rvos_refs`` (one of :data:`RVOS_REFS`): which
     references each object's decode gets (the paper's ablations; see the module docstring).
+    ``independent``: objects do not compete for pixels: each object's mask is its own probability
+    > 0.5 (when its score passes ``sigma``), masks may overlap, and each object follows its own mask, so
+    N objects tracked together give what N one-object sessions give, in one batched forward per frame
+    (e.g. every referring expression of a video; the label map still shows the soft aggregation).
     """
 
     def __init__(self, model, *, sigma: float | str = 0.4, max_short_side: int | None = None,
                  keep_last_seen: bool | None = None, mask_refs: str = "first+previous",
-                 rvos_refs: str = "language+mask") -> None:
+                 rvos_refs: str = "language+mask", independent: bool = False) -> None:
         self.model = model
         self.sigma = resolve_sigma(sigma)
         if max_short_side is not None and (not isinstance(max_short_side, int) or max_short_side <= 0):
@@ -112,6 +116,9 @@ class VideoSession:
         self.mask_refs = check_refs("mask_refs", mask_refs, MASK_REFS)
         self.rvos_refs = check_refs("rvos_refs", rvos_refs, RVOS_REFS)
         self.keep_last_seen = bool(getattr(model, "keep_last_seen", False) if keep_last_seen is None else keep_last_seen)
+        if not isinstance(independent, bool):
+            raise TypeError(f"independent must be a bool, got {independent!r}")
+        self.independent = independent
         self.objects: dict[int, _Object] = {}
         self.frame_index = -1
         self._prev: tuple[PreparedImage, object] | None = None  # previous frame (prepared, encoded)
@@ -177,11 +184,17 @@ class VideoSession:
             given = self._take_given(pending, prepared, encoded)
             tracked = [k for k, o in self.objects.items() if k not in given and (o.prev_mask is not None or o.text)]
             probs, scores = self._predict(tracked, prepared, encoded) if tracked else ({}, {})
-            label_map = self._aggregate(probs, prepared, size)  # predicted objects only ...
+            stack = self._at_work_size(probs, prepared)
+            label_map = self._aggregate(stack, size)  # predicted objects only ...
             scores.update({k: 1.0 for k in given})
             for k in sorted(pending, reverse=True):  # ... then given masks, exactly as given, on top
                 label_map[pending[k]] = k
-            masks = {k: label_map == k for k in self.objects}
+            if self.independent:  # each object's own mask (given ones as given)
+                own = {k: stack[k] > 0.5 for k in stack}
+                masks = {k: pending[k] if k in pending else self._to_size(own[k].numpy(), size) if k in own
+                         else np.zeros(size, bool) for k in self.objects}
+            else:
+                masks = {k: label_map == k for k in self.objects}
             self._update_state(prepared, encoded, label_map, masks, scores, tracked, given)
         return FrameResult(self.frame_index, masks, scores, label_map)
 
@@ -242,37 +255,42 @@ class VideoSession:
             probs[k] = result.probs[i].float().cpu() if score > self.sigma else torch.zeros(result.probs.shape[-2:])
         return probs, scores
 
-    def _aggregate(self, probs: dict[int, torch.Tensor], prepared: PreparedImage, size: tuple[int, int]) -> np.ndarray:
+    def _at_work_size(self, probs: dict[int, torch.Tensor], prepared: PreparedImage) -> dict[int, torch.Tensor]:
+        """Each object's probabilities ``[h, w]`` at the working size (the prepared image's original size)."""
+        h, w = prepared.original_size
+        return {k: F.interpolate(p[None, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+                if p.shape != (h, w) else p.float() for k, p in probs.items()}
+
+    @staticmethod
+    def _to_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """A bool or uint8 map at ``size`` (H x W), nearest-neighbour (writable)."""
+        if mask.shape == size:
+            return mask
+        return np.array(Image.fromarray(mask.astype(np.uint8)).resize((size[1], size[0]), Image.NEAREST)).astype(mask.dtype)
+
+    def _aggregate(self, stack: dict[int, torch.Tensor], size: tuple[int, int]) -> np.ndarray:
         """Soft aggregation: background = prod(1 - p_i); label = argmax over [background, p_1..p_N].
 
         Probabilities are at the working size; the label map is returned at the frame's ``size``."""
-        h, w = prepared.original_size
-        if not probs:
+        if not stack:
             return np.zeros(size, dtype=np.uint8)
-        ids = sorted(probs)
-        stack = torch.stack([F.interpolate(probs[k][None, None].float(), size=(h, w), mode="bilinear",
-                                           align_corners=False)[0, 0] if probs[k].shape != (h, w) else probs[k].float()
-                             for k in ids])  # [N, h, w]
-        background = torch.prod(1 - stack, dim=0, keepdim=True)
-        winner = torch.cat([background, stack]).argmax(dim=0)  # [h, w] in 0..N
+        ids = sorted(stack)
+        probs = torch.stack([stack[k] for k in ids])  # [N, h, w]
+        background = torch.prod(1 - probs, dim=0, keepdim=True)
+        winner = torch.cat([background, probs]).argmax(dim=0)  # [h, w] in 0..N
         lut = torch.tensor([0, *ids], dtype=torch.uint8)
-        label = lut[winner].numpy()
-        if label.shape != size:
-            label = np.array(Image.fromarray(label).resize((size[1], size[0]), Image.NEAREST))  # writable
-        return label
+        return self._to_size(lut[winner].numpy(), size)
 
     def _update_state(self, prepared, encoded, label_map, masks, scores, tracked, given) -> None:
         """Each object's previous mask becomes this frame's output (at the working size, on this frame's
         encoding; kept only as a flag where the switches turn the previous reference off)."""
         h, w = prepared.original_size
-        small = label_map
-        if label_map.shape != (h, w):
-            small = np.asarray(Image.fromarray(label_map).resize((w, h), Image.NEAREST))
+        small = self._to_size(label_map, (h, w))
         for k, obj in self.objects.items():
             use_first, use_prev = self._uses(obj)
             if (k not in tracked and k not in given) or not (use_first or use_prev):
                 continue  # nothing to follow yet, or (RVOS, language only) no mask state at all
-            seen = small == k
+            seen = self._to_size(masks[k], (h, w)) if self.independent else small == k
             frame = (prepared, encoded) if use_prev else None
             if obj.text is not None and obj.prev_mask is None and k not in given:
                 # RVOS: language only until a frame's score passes sigma; that prediction becomes the first reference

@@ -86,10 +86,13 @@ class SamBatch:
 @dataclass
 class SamOutput:
     """Outputs: ``logits`` ``[B, 1, 4h, 4w]`` low-resolution mask logits; ``scores`` ``[B]`` the object score
-    (SAM 1: the predicted IoU; SAM 2: its object-score head as a probability)."""
+    (SAM 1: the predicted IoU; SAM 2: its object-score head as a probability); with ``text_point``,
+    ``point_heat`` ``[B, h*w]`` the text point's heat map and ``has_point`` ``[B]`` the samples that have one."""
 
     logits: torch.Tensor
     scores: torch.Tensor
+    point_heat: torch.Tensor | None = None
+    has_point: torch.Tensor | None = None
 
 
 def group_references(

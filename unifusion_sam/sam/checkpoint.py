@@ -5,7 +5,7 @@ A checkpoint folder holds ``adapter_config.json`` (the :class:`UniFusionSamConfi
 (a model card). Adapter keys, independent of how SAM names its modules where possible:
 
 - ``fusion.*``, ``mask_encoder.*`` (BatchNorm running statistics included), ``mask_token.*``,
-  ``text_token.*``, ``text_encoder.proj.*``;
+  ``text_token.*``, ``text_point.*`` (with ``config.text_point``), ``text_encoder.proj.*``;
 - ``text_encoder.backbone.*`` only when ``config.text.trainable`` (a frozen text encoder is re-loaded
   from ``config.text.model_name_or_path``);
 - ``mask_decoder.*`` when ``config.train_mask_decoder`` (without SAM 2's ``conv_s0`` / ``conv_s1``, which
@@ -77,6 +77,8 @@ class CheckpointMixin(RecordedMetricsMixin):
                     ("mask_token.", self.mask_token, None)]
         if self.text_token is not None:
             sections.append(("text_token.", self.text_token, None))
+        if self.text_point is not None:
+            sections.append(("text_point.", self.text_point, None))
         if self.text_encoder is not None:
             sections.append(("text_encoder.proj.", self.text_encoder.proj, None))
             if self.config.text is not None and self.config.text.trainable:

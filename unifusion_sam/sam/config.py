@@ -56,6 +56,9 @@ class UniFusionSamConfig(JsonConfig):
       locality prior's keys get the pooled positional encoding). 1 keeps the full grid; 2 turns a
       64 x 64 embedding (input 1024) into 32 x 32 tokens per reference, the count SAM at input 512 has,
       at a quarter of the fusion blocks' and UniFusion's mask-branch cost (the SAM 2 presets).
+    - ``text_point``: a sentence also becomes a point prompt at the location it names (a soft arg-max
+      over the language-fused embedding, :mod:`unifusion_sam.sam.grounding`), so the decoder can tell
+      one of several look-alikes from the others. Not in the paper; needs ``text``.
     """
 
     sam_family: str = "meta"
@@ -67,6 +70,7 @@ class UniFusionSamConfig(JsonConfig):
     train_mask_decoder: bool = True
     lora: LoraSettings = field(default_factory=LoraSettings)
     reference_pool: int = 1
+    text_point: bool = False
 
     def __post_init__(self) -> None:
         check_choice("sam_family", self.sam_family, SAM_FAMILIES)
@@ -87,6 +91,10 @@ class UniFusionSamConfig(JsonConfig):
         if not isinstance(self.train_mask_decoder, bool):
             raise TypeError(f"train_mask_decoder must be a bool, got {self.train_mask_decoder!r}")
         check_positive_int("reference_pool", self.reference_pool)
+        if not isinstance(self.text_point, bool):
+            raise TypeError(f"text_point must be a bool, got {self.text_point!r}")
+        if self.text_point and self.text is None:
+            raise ValueError("text_point needs a text encoder (text is None)")
         if (self.image_size // 16) % self.reference_pool:
             raise ValueError(f"reference_pool {self.reference_pool} must divide the {self.image_size // 16} x "
                              f"{self.image_size // 16} embedding grid of image_size {self.image_size}")

@@ -34,6 +34,7 @@ from .backends import make_backend
 from .batch import References, SamBatch, SamOutput, group_references, mean_by_owner, stack_text
 from .checkpoint import CheckpointMixin
 from .config import UniFusionSamConfig
+from .grounding import TextPointHead, positive_point_embedding
 
 
 class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
@@ -62,6 +63,9 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
             self.text_encoder = text_encoder if text_encoder is not None else TextReferenceEncoder(config.text)
         self.text_token = nn.Linear(c, 256) if config.text is not None else None
         self.mask_token = nn.Linear(c, 256)
+        self.text_point = None
+        if config.text_point:  # starts from SAM's own positive-point label embedding
+            self.text_point = TextPointHead(c, label=positive_point_embedding(self.backend.prompt_encoder, c))
         self._predictor = None
         self.transform = self.backend.transform()
         from .lora import apply_lora  # local import: peft is only needed when LoRA is on
@@ -82,7 +86,7 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         self.backend.mask_decoder.requires_grad_(self.config.train_mask_decoder)
         for part in self.backend.encoder_side_decoder_parts:
             getattr(self.backend.mask_decoder, part).requires_grad_(False)
-        for module in (self.fusion, self.mask_encoder, self.mask_token, self.text_token):
+        for module in (self.fusion, self.mask_encoder, self.mask_token, self.text_token, self.text_point):
             if module is not None:
                 module.requires_grad_(True)
         if self.text_encoder is not None:
@@ -212,34 +216,36 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         boxes: torch.Tensor | None = None,
         pe: torch.Tensor | None = None,
         extras=None,
+        point_token: torch.Tensor | None = None,
+        has_point: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM's decoder on (fused) embeddings ``[B, 256, h, w]``; the reference token ``[B, 256]`` is
-        appended to the sparse prompts of the samples where ``has_ref`` ``[B]`` is True. ``pe``: SAM's
-        grid encoding ``[1, 256, h, w]`` if the caller has it; ``extras``: ``backend.decoder_inputs`` of the
-        frame features (SAM 2's high-resolution maps, passed through unchanged). Returns logits
+        appended to the sparse prompts of the samples where ``has_ref`` ``[B]`` is True, and the text point
+        ``point_token`` ``[B, 256]`` to those where ``has_point`` is. ``pe``: SAM's grid encoding
+        ``[1, 256, h, w]`` if the caller has it; ``extras``: ``backend.decoder_inputs`` of the frame
+        features (SAM 2's high-resolution maps, passed through unchanged). Returns logits
         ``[B, 1, 4h, 4w]`` and object scores ``[B]``."""
         b = embeddings.shape[0]
         if pe is None:
             pe = self.backend.dense_pe()
         with torch.no_grad():  # the prompt encoder is frozen and has nothing to learn from these prompts
             sparse, dense = self.backend.embed_prompts(point_coords, point_labels, boxes, b)
-        if ref_token is None:
+        if ref_token is None and point_token is None:
             logits, score = self.backend.decode(embeddings, sparse, dense, pe, extras)
             return logits, score[:, 0]
-        if has_ref is None:
-            has_ref = torch.ones(b, dtype=torch.bool, device=embeddings.device)
+        extra = [(t, flags) for t, flags in ((ref_token, has_ref), (point_token, has_point)) if t is not None]
+        extra = [(t, torch.ones(b, dtype=torch.bool, device=embeddings.device) if f is None else f) for t, f in extra]
+        # samples decode in groups that append the same extra tokens (with none: SAM's own prediction)
+        code = sum(f.long() << k for k, (_, f) in enumerate(extra))
         logits = embeddings.new_zeros(b, 1, *(4 * s for s in embeddings.shape[-2:]))
         scores = embeddings.new_zeros(b)
-        for flag in (True, False):  # samples with and without the extra token decode as two groups
-            idx = torch.nonzero(has_ref == flag).flatten()
-            if idx.numel() == 0:
-                continue
-            sp = sparse[idx]
-            if flag:
-                sp = torch.cat([sp, ref_token[idx, None, :].to(sp.dtype)], dim=1)
+        for value in code.unique().tolist():
+            idx = torch.nonzero(code == value).flatten()
+            sp = torch.cat([sparse[idx]] + [t[idx, None, :].to(sparse.dtype) for k, (t, _) in enumerate(extra)
+                                             if value >> k & 1], dim=1)
             group = extras if idx.numel() == b else self.backend.take(extras, idx)
             # a sample with a reference gets the single-mask output the adapter trains (no SAM 2 fallback)
-            lg, score = self.backend.decode(embeddings[idx], sp, dense[idx], pe, group, fallback=not flag)
+            lg, score = self.backend.decode(embeddings[idx], sp, dense[idx], pe, group, fallback=value == 0)
             logits = logits.index_copy(0, idx, lg)
             scores = scores.index_copy(0, idx, score[:, 0])
         return logits, scores
@@ -277,8 +283,12 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         extras = self.backend.decoder_inputs(embeddings)
         fused = self.fuse(self.backend.image_embedding(embeddings), refs.lang, refs.mask, refs.tracking, pe)
         token = self.reference_token(refs.text_pooled, refs.has_text, refs.mask_pooled, refs.has_mask)
-        logits, scores = self.decode(fused, token, refs.has_any(), point_coords, point_labels, boxes, pe, extras)
-        return SamOutput(logits=logits, scores=scores)
+        point = heat = None
+        if self.text_point is not None and refs.text_pooled is not None:
+            point, heat = self.text_point(fused, pe.to(fused.dtype), refs.text_pooled)
+        logits, scores = self.decode(fused, token, refs.has_any(), point_coords, point_labels, boxes, pe, extras,
+                                     point, refs.has_text if point is not None else None)
+        return SamOutput(logits=logits, scores=scores, point_heat=heat, has_point=refs.has_text if heat is not None else None)
 
     # ------------------------------------------------------------------ training forward
     def forward(self, batch: SamBatch) -> SamOutput:

@@ -124,8 +124,11 @@ class StandInConfig(JsonConfig):
     weight_decay: float = 0.05
     embed_dim: int = 16
     temperature: float = 0.1
+    decoder_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.decoder_weight, bool) or not isinstance(self.decoder_weight, (int, float)) or self.decoder_weight < 0:
+            raise ValueError(f"decoder_weight must be a number >= 0, got {self.decoder_weight!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
             raise ValueError(f"steps must be an int >= 0, got {self.steps!r}")
         check_positive_int("batch_size", self.batch_size)

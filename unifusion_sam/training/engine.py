@@ -10,6 +10,7 @@ import torch
 
 from ..inference.predictor import EmbeddingCache
 from ..losses import LossWeights, segmentation_loss
+from ..sam.grounding import text_point_loss
 from .samples import PreparedSample, SamSamplePrep, TrainBatch, collate
 
 
@@ -87,8 +88,14 @@ def compute_loss(model, batch: TrainBatch, cache: TrainEmbeddingCache | None, we
             sam_batch.ref_embeddings = cache.embed(inner, sam_batch.ref_pixels.to(device), batch.ref_keys)
             sam_batch.ref_pixels = None
     out = model(sam_batch)
-    return segmentation_loss(out.logits, out.scores, batch.targets.to(out.logits.device),
-                             batch.valid.to(out.logits.device), weights)
+    targets = batch.targets.to(out.logits.device)
+    terms = segmentation_loss(out.logits, out.scores, targets, batch.valid.to(out.logits.device), weights)
+    if out.point_heat is not None:  # the text point's heat map is supervised directly
+        rows = out.has_point & (targets.flatten(1).sum(1) > 0)
+        point = text_point_loss(out.point_heat, targets, rows).sum() / rows.sum().clamp(min=1)
+        terms["loss"] = terms["loss"] + (weights or LossWeights()).point * point
+        terms["point"] = point.detach()
+    return terms
 
 
 class SamTrainFamily:

@@ -159,13 +159,16 @@ def _score_video(model, video, i, vos, rvos, keep_first, mask_refs, rvos_refs, t
                 track.append(result.label_map)
         if i == 0 and keep_first:
             gif_frames = (video.frames, track)
-    if "rvos" in tasks:
-        for exp_id, (obj, sentence) in sorted(video.expressions.items()):
-            name = f"{video.name}_{exp_id}"
+    if "rvos" in tasks:  # every expression tracked as if alone, all in one batched pass over the clip
+        exps = sorted(video.expressions.items())
+        texts = {j + 1: sentence for j, (_, (_, sentence)) in enumerate(exps)}
+        names = [f"{video.name}_{exp_id}" for exp_id, _ in exps]
+        for name in names:
             rvos.start_video(name, n_objects=1)
-            for t, result in enumerate(model.track(video.frames, text=sentence, sigma="rvos",
-                                                   mask_refs=mask_refs, rvos_refs=rvos_refs)):
-                rvos.update(name, (result.label_map == 1).astype(np.uint8), (labels[t] == obj).astype(np.uint8))
+        for t, result in enumerate(model.track(video.frames, text=texts, sigma="rvos", mask_refs=mask_refs,
+                                               rvos_refs=rvos_refs, independent=True)):
+            for j, (name, (_, (obj, _))) in enumerate(zip(names, exps)):
+                rvos.update(name, result.masks[j + 1].astype(np.uint8), (labels[t] == obj).astype(np.uint8))
     return gif_frames
 
 

@@ -16,8 +16,11 @@ split (never the held-out one):
 
 Only the image encoder trains (for a custom encoder such as the EfficientNet-Lite0 stand-in, only what
 its ``trainable_stand_in()`` returns: the neck on top of the frozen ImageNet backbone); the small head
-that reads the targets out of the embedding is thrown away. Users with a real SAM checkpoint skip
-this: their encoder is pretrained already.
+that reads the targets out of the embedding is thrown away. With ``decoder_weight`` > 0 SAM's prompt
+encoder and mask decoder train too, on SAM's own task: the mask of a random object from one positive
+point inside it (:func:`point_prompt_loss`), so the wrapped SAM's decoder is promptable, as a real
+SAM's is, instead of random. Users with a real SAM checkpoint skip this: their SAM is pretrained
+already.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from tqdm.auto import tqdm
 
 from ..data.synthetic import SyntheticConfig, SyntheticDataset
 from ..data.synthetic.shapes import COLOURS, SHAPE_CLASSES
+from ..losses import LossWeights, bce_loss, dice_loss, upsample_logits
+from ..sam.backends import make_backend
 from ..sam.transforms import SamTransform
 from .config import StandInConfig
 
@@ -65,6 +70,8 @@ class SceneTargets(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        """``(pixels, colour, shape, objects, valid, point [2], object mask [S, S])``: the last two are a
+        random object of the scene and a point inside it (input-frame pixels), for the decoder term."""
         rec = self.dataset.scene(i % len(self.dataset))
         ids = rec.meta["label_map"].astype(np.int64)
         colour = np.zeros(ids.max() + 1, np.int64)
@@ -82,7 +89,15 @@ class SceneTargets(torch.utils.data.Dataset):
             onehot = F.one_hot(torch.from_numpy(labels), n).permute(2, 0, 1).float()
             share = F.adaptive_avg_pool2d(onehot[None], (h, w))[0]
             out.append(F.pad(share, (0, grid - w, 0, grid - h)))
-        return prepared.pixels[0], out[0], out[1], out[2], out[3][1]
+        rng = np.random.default_rng(i)
+        present = [k for k in np.unique(ids) if k > 0]
+        obj = int(present[rng.integers(len(present))]) if present else 0
+        ys, xs = np.nonzero(ids == obj)
+        j = int(rng.integers(len(ys)))
+        point = self.transform.coords(np.array([[xs[j], ys[j]]]), ids.shape)[0]
+        target = self.transform.mask(ids == obj if present else np.zeros_like(ids, bool))[0]
+        return (prepared.pixels[0], out[0], out[1], out[2], out[3][1],
+                torch.as_tensor(point, dtype=torch.float), target)
 
 
 class DenseHead(nn.Module):
@@ -121,6 +136,20 @@ def stand_in_loss(head: DenseHead, embeddings: torch.Tensor, targets: Targets, t
     return loss + (-(objects * F.log_softmax(sim, dim=1)).sum(1) * valid).sum() / total
 
 
+def point_prompt_loss(sam: nn.Module, embeddings: torch.Tensor, points: torch.Tensor,
+                      targets: torch.Tensor) -> torch.Tensor:
+    """BCE + Dice (the adapter's mask loss) of SAM's single-mask prediction for one positive point per
+    image: ``embeddings`` ``[B, C, h, w]``, ``points`` ``[B, 2]`` and object masks ``[B, S, S]`` in the
+    input frame."""
+    backend = make_backend(sam)
+    labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=points.device)
+    sparse, dense = backend.embed_prompts(points[:, None], labels, None, points.shape[0])
+    logits, _ = backend.decode(embeddings, sparse, dense)
+    full = upsample_logits(logits, tuple(targets.shape[-2:]))
+    w = LossWeights()
+    return w.bce * bce_loss(full, targets).mean() + w.dice * dice_loss(full, targets).mean()
+
+
 def pretrain_image_encoder(
     sam: nn.Module,
     synthetic: SyntheticConfig,
@@ -130,9 +159,9 @@ def pretrain_image_encoder(
     progress: bool = True,
 ) -> list[float]:
     """Train the image encoder of ``sam`` (a ``segment_anything`` ``Sam``, before wrapping) in place on
-    ``config.steps`` batches of training-split synthetic scenes (see the module docstring); returns
-    the loss of every step. Seed torch beforehand for a reproducible result. The encoder is left
-    frozen and in eval mode."""
+    ``config.steps`` batches of training-split synthetic scenes (see the module docstring), and with
+    ``config.decoder_weight`` its prompt encoder and mask decoder; returns the loss of every step. Seed
+    torch beforehand for a reproducible result. What trained is left frozen and in eval mode."""
     from segment_anything.modeling import Sam
 
     if not isinstance(sam, Sam):
@@ -158,14 +187,21 @@ def pretrain_image_encoder(
     )
     device = next(encoder.parameters()).device
     head.to(device)
-    params = [p for part in parts for p in part.parameters()] + list(head.parameters())
+    decoder = [sam.prompt_encoder, sam.mask_decoder] if config.decoder_weight > 0 else []
+    for part in decoder:
+        part.requires_grad_(True)
+        part.train()
+    params = [p for part in parts + decoder for p in part.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
     losses: list[float] = []
     bar = tqdm(loader, total=config.steps, desc="pretrain stand-in SAM encoder", disable=not progress, leave=False)
-    for pixels, *shares in bar:
+    for pixels, *shares, points, masks in bar:
         targets = Targets(*(t.to(device) for t in shares))
-        loss = stand_in_loss(head, encoder(pixels.to(device)), targets, config.temperature)
+        embeddings = encoder(pixels.to(device))
+        loss = stand_in_loss(head, embeddings, targets, config.temperature)
+        if decoder:
+            loss = loss + config.decoder_weight * point_prompt_loss(sam, embeddings, points.to(device), masks.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -173,6 +209,8 @@ def pretrain_image_encoder(
         schedule.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    encoder.requires_grad_(False)
-    encoder.eval()
+    optimizer.zero_grad(set_to_none=True)  # no stale gradients for whoever trains the decoder next
+    for part in [encoder, *decoder]:
+        part.requires_grad_(False)
+        part.eval()
     return losses
