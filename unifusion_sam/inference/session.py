@@ -206,11 +206,6 @@ class VideoSession:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
 
-    def _to_work_size(self, mask: np.ndarray, work_size: tuple[int, int]) -> np.ndarray:
-        if mask.shape == work_size:
-            return mask
-        return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(work_size[::-1], Image.NEAREST)) > 127
-
     def _take_given(self, pending: dict[int, np.ndarray], prepared: PreparedImage, encoded) -> set[int]:
         """Masks given for this frame (validated, at the frame size) become the objects' first references,
         encoded together in one batch (only for objects whose decode uses a first reference)."""
@@ -218,7 +213,7 @@ class VideoSession:
             self.objects[k].pending = None
         ids = [k for k in pending if self._uses(self.objects[k])[0]]
         if ids:
-            masks = torch.stack([self.model.prepare_mask(self._to_work_size(pending[k], prepared.original_size),
+            masks = torch.stack([self.model.prepare_mask(self._to_size(pending[k], prepared.original_size),
                                                          prepared) for k in ids])
             encoded_refs = self.model.encode_masks([encoded], [prepared], masks)
             for j, k in enumerate(ids):
