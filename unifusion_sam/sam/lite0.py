@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
-from ..encoders.efficientnet_lite import TAP_CHANNELS, EfficientNetLite0, pretrained_lite0
+from ..encoders.efficientnet_lite import TAP_CHANNELS, EfficientNetLite0, FoldedLite0, pretrained_lite0
 
 
 class Lite0ImageEncoder(nn.Module):
@@ -45,6 +45,11 @@ class Lite0ImageEncoder(nn.Module):
             del backbone._conv_head, backbone._bn1, backbone._fc
         # channels-last runs the depthwise convolutions about a third faster on a CPU
         self.backbone = backbone.requires_grad_(False).eval().to(memory_format=torch.channels_last)
+        # what forward runs: the frozen backbone with its BatchNorm folded (3x faster, same features);
+        # refreshed whenever weights are loaded into the backbone
+        self.folded = FoldedLite0(self.backbone)
+        folded = self.folded
+        self.backbone.register_load_state_dict_post_hook(lambda backbone, _: folded.refresh(backbone))
         taps = TAP_CHANNELS["res3"] + TAP_CHANNELS["res4"] + TAP_CHANNELS["res5"]
         self.neck = nn.Sequential(
             nn.Conv2d(taps, out_chans, kernel_size=1, bias=False),
@@ -63,7 +68,7 @@ class Lite0ImageEncoder(nn.Module):
         return [self.neck]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.backbone.features(x.contiguous(memory_format=torch.channels_last))
+        f = self.folded(x)
         s16 = f["res4"]
         s8 = F.avg_pool2d(f["res3"], kernel_size=2)
         s32 = F.interpolate(f["res5"], size=s16.shape[-2:], mode="bilinear", align_corners=False)
