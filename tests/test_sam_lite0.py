@@ -72,22 +72,30 @@ def test_folded_lite0_computes_the_plain_networks_taps(lite0):
 
 
 def test_lite0_encoder_refolds_when_weights_are_loaded(lite0):
-    from unifusion_sam.sam.lite0 import Lite0ImageEncoder
+    from copy import deepcopy
 
     torch.manual_seed(0)
-    encoder = Lite0ImageEncoder(pretrained=False)
-    assert not any("folded" in k for k in encoder.state_dict())  # a cache, not a checkpoint entry
+    sam = build_sam("lite0")
+    state = sam.state_dict()
+    assert not any("folded" in k for k in state)  # a cache, not a checkpoint entry
     x = torch.randn(1, 3, 64, 64)
-    stale = encoder.folded(x)["res4"]
-    pretrained = Lite0ImageEncoder().state_dict()
-    for load in (lambda: encoder.load_state_dict(pretrained),  # through the encoder (build_sam's checkpoint)
-                 lambda: encoder.backbone.load_state_dict({k[len("backbone."):]: v for k, v in pretrained.items()
-                                                           if k.startswith("backbone.")})):  # or into the backbone
-        encoder.folded.refresh(Lite0ImageEncoder(pretrained=False).backbone)  # stale again
-        load()
-        with torch.no_grad():
-            torch.testing.assert_close(encoder.folded(x)["res4"], lite0.features(x)["res4"], atol=1e-4, rtol=1e-4)
-        assert not torch.allclose(encoder.folded(x)["res4"], stale)
+    with torch.no_grad():
+        expected = lite0.features(x)["res4"]
+    random = EfficientNetLite0()
+
+    def stale(model):  # fold another network's weights, as if the backbone's had changed under the cache
+        model.image_encoder.folded.refresh(random)
+        assert not torch.allclose(model.image_encoder.folded(x)["res4"], expected, atol=1e-3)
+
+    stale(sam)
+    sam.image_encoder.load_state_dict(sam.image_encoder.state_dict())  # loading into the encoder refolds
+    torch.testing.assert_close(sam.image_encoder.folded(x)["res4"], expected, atol=1e-4, rtol=1e-4)
+    copy = deepcopy(sam)
+    stale(sam)
+    stale(copy)
+    copy.load_state_dict(state)  # loading a whole SAM refolds, and a deep copy refolds its own cache
+    torch.testing.assert_close(copy.image_encoder.folded(x)["res4"], expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(sam.image_encoder.folded(x)["res4"], expected, atol=1e-3)
 
 
 def test_lite0_rejects_a_state_dict_of_another_network(tmp_path):

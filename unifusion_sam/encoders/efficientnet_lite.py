@@ -136,7 +136,7 @@ class EfficientNetLite0(nn.Module):
 
 
 class FoldedLite0(nn.Module):
-    """The feature taps of a *frozen* :class:`EfficientNetLite0`, computed about 3x faster on a CPU.
+    """The feature taps of a *frozen* :class:`EfficientNetLite0`, computed 2-3x faster on a CPU.
 
     Eval-mode BatchNorm is a per-channel affine map, so each one is folded into the convolution before
     it (weight times scale, plus a bias), and the ReLU6 run in place. TensorFlow ``SAME`` padding of a
@@ -147,7 +147,7 @@ class FoldedLite0(nn.Module):
 
     The folded weights are non-persistent buffers: they follow ``.to()`` and stay out of state dicts.
     After loading new weights into the source network, call :meth:`refresh` (``Lite0ImageEncoder`` does
-    it from a ``load_state_dict`` hook)."""
+    it from a ``load_state_dict`` hook of its own)."""
 
     def __init__(self, net: EfficientNetLite0) -> None:
         super().__init__()
