@@ -570,14 +570,17 @@ def test_embedding_cache_bounds_frames_by_count_and_by_bytes():
         EmbeddingCache(capacity=1, max_bytes=-5)
 
 
-def test_independent_objects_track_as_if_alone(tiny, short_video):
+@pytest.mark.parametrize("max_short_side", [None, 40])
+def test_independent_objects_track_as_if_alone(tiny, short_video, max_short_side):
     """Two sentences tracked together with ``independent=True`` give, per object, what a session of
-    that sentence alone gives (masks may overlap); the default session makes them compete."""
+    that sentence alone gives (masks may overlap), also when frames are tracked at a smaller working
+    size; the default session makes them compete."""
     frames, _ = short_video
+    assert max_short_side is None or min(frames[0].shape[:2]) > max_short_side
     sentences = {1: "the shape moving right", 2: "the big red circle"}
-    together = list(tiny.track(frames, text=sentences, sigma=-1.0, independent=True))
+    together = list(tiny.track(frames, text=sentences, sigma=-1.0, independent=True, max_short_side=max_short_side))
     for k, sentence in sentences.items():
-        alone = list(tiny.track(frames, text=sentence, sigma=-1.0))
+        alone = list(tiny.track(frames, text=sentence, sigma=-1.0, max_short_side=max_short_side))
         for a, b in zip(alone, together):
             assert abs(a.scores[1] - b.scores[k]) < 1e-4
             assert (a.masks[1] != b.masks[k]).mean() < 0.005

@@ -189,13 +189,17 @@ class VideoSession:
             scores.update({k: 1.0 for k in given})
             for k in sorted(pending, reverse=True):  # ... then given masks, exactly as given, on top
                 label_map[pending[k]] = k
+            work_size = prepared.original_size
             if self.independent:  # each object's own mask (given ones as given)
-                own = {k: stack[k] > 0.5 for k in stack}
-                masks = {k: pending[k] if k in pending else self._to_size(own[k].numpy(), size) if k in own
+                seen = {k: (stack[k] > 0.5).numpy() for k in stack}  # at the working size
+                seen.update({k: self._to_size(pending[k], work_size) for k in pending})
+                masks = {k: pending[k] if k in pending else self._to_size(seen[k], size) if k in seen
                          else np.zeros(size, bool) for k in self.objects}
             else:
                 masks = {k: label_map == k for k in self.objects}
-            self._update_state(prepared, encoded, label_map, masks, scores, tracked, given)
+                small = self._to_size(label_map, work_size)
+                seen = {k: small == k for k in self.objects}
+            self._update_state(prepared, encoded, seen, masks, scores, tracked, given)
         return FrameResult(self.frame_index, masks, scores, label_map)
 
     def _downscale(self, rgb: np.ndarray) -> np.ndarray:
@@ -276,16 +280,14 @@ class VideoSession:
         lut = torch.tensor([0, *ids], dtype=torch.uint8)
         return self._to_size(lut[winner].numpy(), size)
 
-    def _update_state(self, prepared, encoded, label_map, masks, scores, tracked, given) -> None:
-        """Each object's previous mask becomes this frame's output (at the working size, on this frame's
-        encoding; kept only as a flag where the switches turn the previous reference off)."""
-        h, w = prepared.original_size
-        small = self._to_size(label_map, (h, w))
+    def _update_state(self, prepared, encoded, seen_masks, masks, scores, tracked, given) -> None:
+        """Each object's previous mask becomes this frame's output (``seen_masks``: at the working size, on
+        this frame's encoding; kept only as a flag where the switches turn the previous reference off)."""
         for k, obj in self.objects.items():
             use_first, use_prev = self._uses(obj)
             if (k not in tracked and k not in given) or not (use_first or use_prev):
                 continue  # nothing to follow yet, or (RVOS, language only) no mask state at all
-            seen = self._to_size(masks[k], (h, w)) if self.independent else small == k
+            seen = seen_masks[k]
             frame = (prepared, encoded) if use_prev else None
             if obj.text is not None and obj.prev_mask is None and k not in given:
                 # RVOS: language only until a frame's score passes sigma; that prediction becomes the first reference
