@@ -34,12 +34,14 @@ from unifusion_sam.training import (
     flat_fields,
     parameter_groups,
     pretrain_image_encoder,
+    resolve_mixed_precision,
 )
 from unifusion_sam.training.engine import SamTrainFamily
 from unifusion_sam.training.loop import load_resume_state, print_table, resolve_resume, stage_lambdas, train_stages
 from unifusion_sam.training.loop import parse_config as parse_config_of
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
@@ -76,7 +78,8 @@ def pretrain_stand_in(accelerator: Accelerator, sam: torch.nn.Module, cfg: Train
         sam.to(accelerator.device)  # pre-train where the adapter will train (a GPU when there is one)
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
-            losses = pretrain_image_encoder(sam, synthetic, cfg.stand_in, num_workers=cfg.num_workers)
+            losses = pretrain_image_encoder(sam, synthetic, cfg.stand_in, num_workers=cfg.num_workers,
+                                            autocast_dtype=AUTOCAST_DTYPES.get(accelerator.mixed_precision))
         final = losses[-1]
         accelerator.print(f"stand-in SAM image encoder pre-trained for {len(losses)} steps: loss {losses[0]:.3f} -> {final:.3f}")
         out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(cfg.output_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
-        mixed_precision=cfg.mixed_precision,
+        # "auto": bf16 where the GPU or CPU computes it natively, float32 elsewhere
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
         log_with=None if cfg.tracker == "none" else cfg.tracker,
         project_dir=str(out),
         # without CUDA, `accelerate launch --multi_gpu --num_processes N` runs N CPU processes (gloo)
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     set_seed(cfg.seed, deterministic=cfg.deterministic)
+    accelerator.print(f"mixed precision: {accelerator.mixed_precision} ({cfg.mixed_precision})")
     if accelerator.is_main_process:  # what this run is: read by the benchmarks that re-score it
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "run_config.json")
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- one optimiser for the whole run; per-stage learning rates come from the schedule
     groups = parameter_groups(model, lr=1.0, text_lr=1.0, weight_decay=cfg.weight_decay)
     # the fused kernel (CPU and CUDA) is several times faster than the per-tensor loop
-    optimizer = torch.optim.AdamW(groups, lr=1.0, fused=cfg.mixed_precision != "fp16")
+    optimizer = torch.optim.AdamW(groups, lr=1.0, fused=accelerator.mixed_precision != "fp16")
     make_lambda, _ = stage_lambdas(stages, cfg.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [make_lambda(g) for g in groups])
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -133,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
     metrics: dict = {} if stand_in_loss is None else {"final_loss_stand_in": stand_in_loss}
     if (accelerator.is_main_process and uses_synthetic and cfg.eval_samples and cfg.eval_untrained
             and resolve_resume(out, cfg.resume) is None):
-        metrics["untrained"] = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos)
+        with accelerator.autocast():  # evaluated in the precision it trains in
+            metrics["untrained"] = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos)
         (out).mkdir(parents=True, exist_ok=True)
         (out / "untrained_metrics.json").write_text(json.dumps(metrics["untrained"], indent=2))
     accelerator.wait_for_everyone()
@@ -151,7 +157,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     if accelerator.is_main_process:
         if uses_synthetic and cfg.eval_samples:
-            trained = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos, out_dir=out)
+            with accelerator.autocast():
+                trained = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos,
+                                             out_dir=out)
             metrics = {**trained, **metrics}
         metrics["steps"] = global_step
         inner.recorded_metrics = {k: v for k, v in metrics.items() if isinstance(v, float)}

@@ -31,7 +31,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 
 from unifusion_sam.checkpoint_io import read_weights
-from unifusion_sam.training import build_source, evaluate_synthetic, flat_fields
+from unifusion_sam.training import build_source, evaluate_synthetic, flat_fields, resolve_mixed_precision
 from unifusion_sam.training.loop import (
     load_resume_state,
     parse_config,
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(cfg.output_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
-        mixed_precision=cfg.mixed_precision,
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
         log_with=None if cfg.tracker == "none" else cfg.tracker,
         project_dir=str(out),
         cpu=not torch.cuda.is_available(),
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- one optimiser; per-stage, per-group learning rates come from the schedule
     groups = uniref_parameter_groups(model, cfg.weight_decay, cfg.backbone_lr_mult, cfg.linear_proj_lr_mult)
-    optimizer = torch.optim.AdamW(groups, lr=1.0, fused=cfg.mixed_precision != "fp16")
+    optimizer = torch.optim.AdamW(groups, lr=1.0, fused=accelerator.mixed_precision != "fp16")
     make_lambda, _ = stage_lambdas(stages, cfg.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [make_lambda(g) for g in groups])
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     metrics: dict = {}
     if (accelerator.is_main_process and uses_synthetic and cfg.eval_samples and cfg.eval_untrained
             and resolve_resume(out, cfg.resume) is None):
-        metrics["untrained"] = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos)
+        with accelerator.autocast():  # evaluated in the precision it trains in
+            metrics["untrained"] = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos)
         out.mkdir(parents=True, exist_ok=True)
         (out / "untrained_metrics.json").write_text(json.dumps(metrics["untrained"], indent=2))
     accelerator.wait_for_everyone()
@@ -131,7 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     if accelerator.is_main_process:
         if uses_synthetic and cfg.eval_samples:
-            trained = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos, out_dir=out)
+            with accelerator.autocast():
+                trained = evaluate_synthetic(inner, synthetic, n_images=cfg.eval_samples, n_videos=cfg.eval_videos,
+                                             out_dir=out)
             metrics = {**trained, **metrics}
         metrics["steps"] = global_step
         inner.recorded_metrics = {k: v for k, v in metrics.items() if isinstance(v, float)}

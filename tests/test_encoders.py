@@ -157,3 +157,43 @@ def test_mask_config_round_trip_and_validation():
         MaskEncoderConfig(strides=(12,))
     with pytest.raises(ValueError, match="dim"):
         MaskEncoderConfig(dim=-4)
+
+
+def test_mask_encoder_bfloat16_compute_follows_float32():
+    torch.manual_seed(0)
+    enc = MaskReferenceEncoder(MaskEncoderConfig(dim=32, visual_dim=32, strides=(16,), input_size=64)).eval()
+    image, mask = _inputs(h=128, w=128)
+    visual = [torch.randn(2, 32, 8, 8)]
+    with torch.no_grad():
+        (ref,) = enc(image, mask, visual)
+        enc.config.compute_dtype = "bfloat16"
+        (low,) = enc(image, mask, visual)
+    assert low.dtype == torch.float32 and not torch.equal(low, ref)  # bf16 really ran, float32 came back
+    assert (low - ref).norm() / ref.norm() < 0.02
+    # gradients reach the trunk in float32 through the bf16 convolutions
+    enc.zero_grad()
+    enc(image, mask, visual)[0].square().mean().backward()
+    assert enc.conv1.weight.grad.dtype == torch.float32 and enc.conv1.weight.grad.abs().sum() > 0
+
+
+def test_mask_encoder_auto_compute_uses_bfloat16_only_where_native(monkeypatch):
+    import unifusion_sam.encoders.mask as mask_module
+
+    enc = MaskReferenceEncoder(MaskEncoderConfig(dim=16, visual_dim=16, compute_dtype="auto")).eval()
+    image, mask = _inputs()
+    visual = [torch.randn(2, 16, 4, 6)]
+    with torch.no_grad():
+        outs = {}
+        for native in (False, True):
+            monkeypatch.setattr(mask_module, "native_bf16", lambda device, native=native: native)
+            outs[native] = enc(image, mask, visual)[0]
+        enc.config.compute_dtype = "float32"
+        assert torch.equal(enc(image, mask, visual)[0], outs[False])
+        enc.config.compute_dtype = "bfloat16"
+        assert torch.equal(enc(image, mask, visual)[0], outs[True])
+        # float32 leaves a caller's own autocast in charge
+        enc.config.compute_dtype = "float32"
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(enc(image, mask, visual)[0].float(), outs[True])
+    with pytest.raises(ValueError, match="float16"):
+        MaskEncoderConfig(compute_dtype="float16")

@@ -93,6 +93,21 @@ def test_pretraining_trains_the_encoder_only_and_is_reproducible():
         assert torch.equal(value, after[name]), name
 
 
+def test_pretraining_under_bf16_autocast_follows_float32():
+    """``autocast_dtype`` runs the forward passes in bf16 (what ``mixed_precision: auto`` picks on an AMX CPU):
+    the same steps, losses within bf16 rounding of float32's, and the weights stay float32."""
+    config = StandInConfig(steps=3, batch_size=2, lr=1e-3, decoder_weight=1.0)
+    losses = {}
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        sam = build_sam("tiny")
+        torch.manual_seed(1)
+        losses[dtype] = pretrain_image_encoder(sam, SYN, config, num_workers=0, progress=False, autocast_dtype=dtype)
+        assert all(v.dtype == torch.float32 for v in sam.state_dict().values() if v.is_floating_point())
+    assert losses[None] != losses[torch.bfloat16]  # it did run in bf16
+    assert np.allclose(losses[None], losses[torch.bfloat16], rtol=0.05), losses
+
+
 def test_pretraining_lowers_the_loss_on_a_fixed_batch():
     sam = build_sam("tiny")
     pixels, targets = _batch(sam, 4)

@@ -4,9 +4,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from unifusion_sam.training import TrainConfig, apply_overrides
+from unifusion_sam.training import TrainConfig, apply_overrides, resolve_mixed_precision
 from unifusion_sam.training.config import DataSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
@@ -41,6 +42,24 @@ def test_missing_dataset_path_is_an_error(tmp_path):
         DataSource(kind="davis2017", task="vos", root=str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="needs a root"):
         DataSource(kind="refcoco", task="ris")
+
+
+def test_auto_mixed_precision_picks_bf16_only_where_it_is_native(monkeypatch):
+    assert resolve_mixed_precision("no") == "no" and resolve_mixed_precision("fp16") == "fp16"
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True, "avx512_bf16": True})
+    assert resolve_mixed_precision("auto", cuda=False) == "bf16"
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": False, "avx512_bf16": True})
+    assert resolve_mixed_precision("auto", cuda=False) == "no"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_mixed_precision("auto", cuda=True) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_mixed_precision("auto", cuda=True) == "no"
+    with pytest.raises(ValueError, match="fp8"):
+        resolve_mixed_precision("fp8")
+    # YAML reads a bare `no` as false: from a file or the command line it still means float32
+    assert apply_overrides(TrainConfig.from_yaml(DEFAULT), {"mixed_precision": "no"}).mixed_precision == "no"
+    assert TrainConfig.from_dict({**TrainConfig.from_yaml(DEFAULT).to_dict(), "mixed_precision": False}).mixed_precision == "no"
 
 
 def test_all_zero_ratios_are_an_error():

@@ -21,6 +21,7 @@ FAST = [
     "--sam", "tiny", "--adapter", "sam-tiny",  # the random tiny ViT: the recipe's machinery, fast
     "--batch_size", "2", "--synthetic_image_size", "64", "--eval_samples", "0", "--tracker", "none",
     "--stand_in.steps", "0", "--num_workers", "0", "--warmup_steps", "2", "--deterministic", "true",
+    "--mixed_precision", "no",  # float32 on every machine, whatever a config's default
     "--adapter_overrides", '{"text": {"trainable": false, "dropout": 0.0}, "fusion": {"head_dim": 8}}',
 ]
 STAND_IN = ["--stand_in.steps", "2", "--stand_in.batch_size", "2"]
@@ -135,18 +136,24 @@ def test_random_sam_is_saved_next_to_the_adapter(tmp_path):
 
 
 def test_stand_in_pretrained_sam_is_saved_and_the_adapter_loads_onto_it(tmp_path):
-    """With ``stand_in.steps`` the saved SAM is the seeded random one with a pre-trained image encoder."""
+    """With ``stand_in.steps`` the saved SAM is the seeded random one with a pre-trained image encoder; in
+    bf16 (as ``mixed_precision: auto`` trains on an AMX CPU) the SAM is still saved in float32 and the
+    held-out evaluation runs too."""
     import torch
     from accelerate.utils import set_seed
 
     from unifusion_sam.sam import UniFusionSam, build_sam
 
     out = tmp_path / "run"
-    proc = _run(["--output_dir", str(out), "--max_steps", "1", "--save_every", "1", *STAND_IN])
+    proc = _run(["--output_dir", str(out), "--max_steps", "1", "--save_every", "1", *STAND_IN,
+                 "--mixed_precision", "bf16", "--eval_samples", "2", "--eval_videos", "1"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "stand-in SAM image encoder pre-trained for 2 steps" in proc.stdout
-    assert np.isfinite(json.loads((out / "metrics.json").read_text())["final_loss_stand_in"])
+    assert "mixed precision: bf16 (bf16)" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert all(np.isfinite(metrics[k]) for k in ("final_loss_stand_in", "ris_miou", "fss_miou", "vos_jf", "rvos_jf"))
     saved = build_sam("tiny", checkpoint=out / "sam_tiny.safetensors")
+    assert all(v.dtype == torch.float32 for v in saved.state_dict().values() if v.is_floating_point())
     set_seed(0)
     rebuilt = build_sam("tiny")
     changed = [n for (n, a), b in zip(saved.state_dict().items(), rebuilt.state_dict().values()) if not torch.equal(a, b)]

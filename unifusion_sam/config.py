@@ -150,3 +150,17 @@ def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
     choices = tuple(choices)
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def native_bf16(device: str | object) -> bool:
+    """Whether bfloat16 matrix products run natively on ``device`` (a ``torch.device`` or its type
+    string): a CUDA GPU that supports bf16, or a CPU with Intel's AMX-BF16 tiles (where bf16
+    convolutions run about twice as fast as float32). Other CPUs emulate bf16 or barely speed it up."""
+    import torch
+
+    kind = getattr(device, "type", device)
+    if kind == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if kind == "cpu":
+        return bool(torch.cpu.get_capabilities().get("amx_bf16", False))
+    return False

@@ -19,6 +19,7 @@ convolution has a bias), ``shortcut_kernel=3`` (3x3 projection shortcuts in the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
-from ..config import JsonConfig, check_positive_int
+from ..config import JsonConfig, check_choice, check_positive_int, native_bf16
 from .blocks import LevelFuser
 
 STRIDE_CHANNELS = {4: 64, 8: 128, 16: 256, 32: 512, 64: 256}
@@ -46,6 +47,10 @@ class MaskEncoderConfig(JsonConfig):
     mask's coverage of each feature cell (the mask area-pooled to the level's grid) as one more input
     channel of the fusion blocks: ResNet features of a reduced-size reference are coarse, and this
     keeps the values' notion of *where* the object is exact at the level's resolution.
+    ``compute_dtype`` runs the trunk and the fusion blocks (the convolutions: most of a training
+    step's time on CPU) under ``torch.autocast`` in bfloat16 (``"bfloat16"``), in float32
+    (``"float32"``, or whatever precision the caller's own autocast asks), or in bfloat16 only where it
+    is native (``"auto"``: a bf16 GPU or an AMX-BF16 CPU); the outputs are float32 either way.
 
     ``conv_bias``, ``shortcut_kernel`` and ``stride64_norm`` select the authors' layout (see the
     module docstring); the defaults are this library's."""
@@ -60,9 +65,11 @@ class MaskEncoderConfig(JsonConfig):
     conv_bias: bool = False
     shortcut_kernel: int = 1
     stride64_norm: bool = False
+    compute_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         check_positive_int("dim", self.dim)
+        check_choice("compute_dtype", self.compute_dtype, ("float32", "bfloat16", "auto"))
         check_positive_int("visual_dim", self.visual_dim)
         if isinstance(self.strides, list):
             self.strides = tuple(self.strides)
@@ -225,21 +232,27 @@ class MaskReferenceEncoder(nn.Module):
             size = (max(1, round(image.shape[2] * scale)), max(1, round(image.shape[3] * scale)))
             image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
             mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
-        feats = self.trunk_features(image, mask, normalized)
-        out = []
-        for stride, visual, fuser in zip(self.config.strides, visual_features, self.fusers):
+        for stride, visual in zip(self.config.strides, visual_features):
             if visual.dim() != 4 or visual.shape[:2] != (image.shape[0], self.config.visual_dim):
                 raise ValueError(
                     f"visual feature for stride {stride} must be [{image.shape[0]}, {self.config.visual_dim}, h, w], "
                     f"got {tuple(visual.shape)}"
                 )
-            f = feats[stride]
-            if f.shape[2:] != visual.shape[2:]:
-                f = F.interpolate(f, size=visual.shape[2:], mode="bilinear", align_corners=False)
-            if self.config.mask_channel:
-                f = torch.cat([f, F.adaptive_avg_pool2d(full_mask, visual.shape[2:])], dim=1)
-            out.append(fuser(f, visual))
-        return out
+        bf16 = self.config.compute_dtype == "bfloat16" or (
+            self.config.compute_dtype == "auto" and native_bf16(image.device))
+        # float32 enters no context, so a caller's own autocast (mixed_precision) still applies
+        scope = torch.autocast(image.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with scope:
+            feats = self.trunk_features(image, mask, normalized)
+            out = []
+            for visual, fuser, stride in zip(visual_features, self.fusers, self.config.strides):
+                f = feats[stride]
+                if f.shape[2:] != visual.shape[2:]:
+                    f = F.interpolate(f, size=visual.shape[2:], mode="bilinear", align_corners=False)
+                if self.config.mask_channel:
+                    f = torch.cat([f, F.adaptive_avg_pool2d(full_mask, visual.shape[2:])], dim=1)
+                out.append(fuser(f, visual))
+        return [o.float() for o in out] if bf16 else out
 
 
 def _add_conv_biases(module: nn.Module) -> None:

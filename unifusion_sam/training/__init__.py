@@ -1,6 +1,14 @@
 """Training: configs, data mixing, the embedding cache, the step, stand-in SAM pre-training and held-out evaluation."""
 
-from .config import DataSource, StageConfig, StandInConfig, TrainConfig, apply_overrides, flat_fields
+from .config import (
+    DataSource,
+    StageConfig,
+    StandInConfig,
+    TrainConfig,
+    apply_overrides,
+    flat_fields,
+    resolve_mixed_precision,
+)
 from .engine import TrainEmbeddingCache, compute_loss, parameter_groups, warmup_step_schedule
 from .evaluate import evaluate_synthetic
 from .mixing import MixtureDataset
@@ -28,5 +36,6 @@ __all__ = [
     "parameter_groups",
     "pretrain_image_encoder",
     "prepare",
+    "resolve_mixed_precision",
     "warmup_step_schedule",
 ]

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from ..config import JsonConfig, check_choice, check_positive_int
+from ..config import JsonConfig, check_choice, check_positive_int, native_bf16
 
 STAGES = ("image", "video")
 SOURCE_KINDS = (
@@ -161,6 +161,7 @@ class RunConfig(JsonConfig):
     weight_decay: float = 0.05
     warmup_steps: int = 20
     max_grad_norm: float = 1.0
+    # "no", "bf16", "fp16", or "auto": bf16 where the hardware runs it natively (see resolve_mixed_precision)
     mixed_precision: str = "no"
     num_workers: int = 1
     flip_prob: float = 0.5
@@ -181,7 +182,9 @@ class RunConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         self.stage_names()  # validates ``stage``
-        check_choice("mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        if self.mixed_precision is False:  # YAML 1.1 reads a bare `no` (file or --mixed_precision no) as false
+            self.mixed_precision = "no"
+        check_choice("mixed_precision", self.mixed_precision, ("no", "bf16", "fp16", "auto"))
         check_choice("tracker", self.tracker, ("tensorboard", "none"))
         if not isinstance(self.eval_untrained, bool):
             raise TypeError(f"eval_untrained must be a bool, got {self.eval_untrained!r}")
@@ -308,3 +311,17 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
             node = node[p]
         node[parts[-1]] = value
     return type(cfg).from_dict(data)
+
+
+def resolve_mixed_precision(value: str, cuda: bool | None = None) -> str:
+    """The precision a run trains in: ``value`` itself unless it is ``"auto"``, which means ``"bf16"``
+    where bfloat16 matrix products run natively (:func:`unifusion_sam.config.native_bf16`: a bf16 CUDA
+    GPU, or a CPU with Intel's AMX-BF16 tiles) and ``"no"`` otherwise (a CPU without AMX emulates or
+    barely speeds up bf16, so there it would only cost precision). ``cuda`` defaults to whether a GPU
+    is visible (where accelerate will train)."""
+    check_choice("mixed_precision", value, ("no", "bf16", "fp16", "auto"))
+    if value != "auto":
+        return value
+    import torch
+
+    return "bf16" if native_bf16("cuda" if (torch.cuda.is_available() if cuda is None else cuda) else "cpu") else "no"

@@ -158,11 +158,13 @@ def pretrain_image_encoder(
     *,
     num_workers: int = 1,
     progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
 ) -> list[float]:
     """Train the image encoder of ``sam`` (a ``segment_anything`` ``Sam``, before wrapping) in place on
     ``config.steps`` batches of training-split synthetic scenes (see the module docstring), and with
     ``config.decoder_weight`` its prompt encoder and mask decoder; returns the loss of every step. Seed
-    torch beforehand for a reproducible result. What trained is left frozen and in eval mode."""
+    torch beforehand for a reproducible result. What trained is left frozen and in eval mode.
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward passes under ``torch.autocast``."""
     from segment_anything.modeling import Sam
 
     if not isinstance(sam, Sam):
@@ -199,10 +201,11 @@ def pretrain_image_encoder(
     bar = tqdm(loader, total=config.steps, desc="pretrain stand-in SAM encoder", disable=not progress, leave=False)
     for pixels, *shares, points, masks in bar:
         targets = Targets(*(t.to(device) for t in shares))
-        embeddings = encoder(pixels.to(device))
-        loss = stand_in_loss(head, embeddings, targets, config.temperature)
-        if decoder:
-            loss = loss + config.decoder_weight * point_prompt_loss(sam, embeddings, points.to(device), masks.to(device))
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            embeddings = encoder(pixels.to(device))
+            loss = stand_in_loss(head, embeddings, targets, config.temperature)
+            if decoder:
+                loss = loss + config.decoder_weight * point_prompt_loss(sam, embeddings, points.to(device), masks.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
