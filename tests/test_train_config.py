@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+import unifusion_sam.config
 from unifusion_sam.training import TrainConfig, apply_overrides, resolve_mixed_precision
 from unifusion_sam.training.config import DataSource
 
@@ -46,9 +47,9 @@ def test_missing_dataset_path_is_an_error(tmp_path):
 
 def test_auto_mixed_precision_picks_bf16_only_where_it_is_native(monkeypatch):
     assert resolve_mixed_precision("no") == "no" and resolve_mixed_precision("fp16") == "fp16"
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True, "avx512_bf16": True})
+    monkeypatch.setattr(unifusion_sam.config, "_cpu_has_amx_bf16", lambda: True)
     assert resolve_mixed_precision("auto", cuda=False) == "bf16"
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": False, "avx512_bf16": True})
+    monkeypatch.setattr(unifusion_sam.config, "_cpu_has_amx_bf16", lambda: False)
     assert resolve_mixed_precision("auto", cuda=False) == "no"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)

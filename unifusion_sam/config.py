@@ -9,6 +9,7 @@ Nested configs (a field whose type is another :class:`JsonConfig`) round-trip th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import typing
@@ -162,5 +163,12 @@ def native_bf16(device: str | object) -> bool:
     if kind == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if kind == "cpu":
-        return bool(torch.cpu.get_capabilities().get("amx_bf16", False))
+        return _cpu_has_amx_bf16()
     return False
+
+
+@functools.cache
+def _cpu_has_amx_bf16() -> bool:  # asked on every mask-encoder forward with compute_dtype "auto"
+    import torch
+
+    return bool(torch.cpu.get_capabilities().get("amx_bf16", False))
