@@ -78,6 +78,21 @@ def heldout_split(config_path: str | Path) -> tuple[SyntheticConfig, int, dict]:
     return SyntheticConfig(seed=int(seed), image_size=(int(size), int(size))), int(videos), data
 
 
+def run_split(run: str | Path, family: str, config: Path | None = None) -> tuple[Path, SyntheticConfig, int, dict]:
+    """``(config path, held-out config, eval_videos, raw mapping)`` of a run: from ``config`` when given, else
+    the run's own ``run_config.json``, else the family's default recipe config."""
+    own = Path(run) / "run_config.json"
+    path = config or (own if own.is_file() else DEFAULT_CONFIGS[family])
+    return (path, *heldout_split(path))
+
+
+def write_json(path: Path | None, data: dict) -> None:
+    """Write ``data`` to ``path`` (folders made as needed); nothing for ``None``."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def run_ablations(model, config: SyntheticConfig, n_videos: int, *, progress: bool = True) -> dict:
     """Both tables' J&F (fractions): ``{"vos": {mask_refs: J&F}, "rvos": {rvos_refs: J&F}}``. The default
     setting (first+previous, language+mask) is scored once, for VOS and RVOS together."""
@@ -134,8 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     except FileNotFoundError as exc:
         raise SystemExit(str(exc)) from exc
     own = Path(args.run) / "run_config.json"
-    config_path = args.config or (own if own.is_file() else DEFAULT_CONFIGS[family])
-    config, n_videos, raw = heldout_split(config_path)
+    config_path, config, n_videos, raw = run_split(args.run, family, args.config)
     n_videos = args.videos or n_videos
     print(f"{args.run} ({family}); held-out split from {config_path}: seed {config.seed}, "
           f"{config.image_size[0]} px, {n_videos} videos", file=sys.stderr)
@@ -144,9 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
               "if the run used another seed or image size", file=sys.stderr)
     results = run_ablations(model, config, n_videos, progress=not args.no_progress)
     print(format_tables(results, n_videos))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return results
 
 

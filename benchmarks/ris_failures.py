@@ -56,13 +56,20 @@ def chosen_object(pred: np.ndarray, label_map: np.ndarray, ids: list[int]) -> tu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="outputs/default", help="a finished run's output folder")
-    parser.add_argument("--sam", default="lite0", help="SAM size the run used")
+    parser.add_argument("--sam", default=None,
+                        help="SAM size the run used (default: the size of the run's one sam_<size>.safetensors)")
     parser.add_argument("--n", type=int, default=200, help="held-out sentences")
     parser.add_argument("--image_size", type=int, default=128, help="the run's synthetic_image_size")
     parser.add_argument("--eval_seed", type=int, default=None,
                         help="the held-out split's seed (default: the run's run_config.json, else 1000)")
     args = parser.parse_args()
     run = Path(args.run)
+    if args.sam is None:
+        found = sorted(run.glob("sam_*.safetensors"))
+        if len(found) != 1:
+            raise SystemExit(f"{run} holds {len(found)} sam_<size>.safetensors files ({[f.name for f in found]}): "
+                             "name the run's SAM with --sam")
+        args.sam = found[0].stem[len("sam_"):]
     checkpoint = run / f"sam_{args.sam}.safetensors"
     if not checkpoint.is_file() or not (run / "adapter").is_dir():
         raise SystemExit(f"{run} has no adapter/ and {checkpoint.name}: run `make demo` (or the recipe) first")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
 from unifusion_sam.data.synthetic.shapes import COLOURS, SHAPE_CLASSES
 from unifusion_sam.sam import build_sam
+from unifusion_sam.sam.backends import make_backend
 from unifusion_sam.sam.transforms import SamTransform
 from unifusion_sam.training import StandInConfig, pretrain_image_encoder
 
@@ -35,7 +36,8 @@ def patch_data(sam, scenes: SyntheticDataset, n: int) -> tuple[torch.Tensor, tor
         for i in range(n):
             rec = scenes.scene(i)
             ids = torch.from_numpy(rec.meta["label_map"].astype(np.int64))
-            emb = sam.image_encoder(transform.image(rec.image).pixels)[0]  # [256, g, g]
+            features = sam.image_encoder(transform.image(rec.image).pixels)  # [1, D, g, g]
+            emb = make_backend(sam).image_embedding(features)[0]  # [256, g, g] (lite0_hr: without its maps)
             share = F.adaptive_avg_pool2d(F.one_hot(ids, int(ids.max()) + 1).permute(2, 0, 1).float()[None],
                                           emb.shape[-2:])[0]
             major = share.argmax(0).flatten()

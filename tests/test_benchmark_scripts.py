@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPTS = sorted((Path(__file__).parent.parent / "benchmarks").glob("*.py"))
@@ -17,3 +18,37 @@ def test_benchmark_script_imports(path, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # module level only: __main__ guards keep main() from running
     assert callable(getattr(module, "main", None)), f"{path.name} has no main()"
+
+
+def test_vos_failures_reports_drift_ceiling_and_lost_tracks(tmp_path, monkeypatch, capsys):
+    import json
+
+    import torch
+
+    from unifusion_sam.checkpoint_io import portable_tensors, write_safetensors
+    from unifusion_sam.data.synthetic import SyntheticConfig
+    from unifusion_sam.evaluation import load_model
+
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    model = load_model("none", "tiny", seed=0)
+    model.save_pretrained(run / "adapter")
+    write_safetensors(portable_tensors(model.sam.state_dict()), run / "sam_tiny.safetensors", {"format": "pt"})
+    bench_dir = Path(__file__).parent.parent / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench_dir))
+    spec = importlib.util.spec_from_file_location("vos_failures", bench_dir / "vos_failures.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    short = SyntheticConfig(seed=1000, image_size=(64, 64), num_frames=4)  # short videos keep this fast
+    monkeypatch.setattr(bench, "run_split", lambda run, family, config=None: (None, short, 10, {}))
+    out = tmp_path / "vos.json"
+    report = bench.main(["--run", str(run), "--videos", "2", "--json", str(out), "--threads", "1", "--no-progress"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert len(report["drift"]) == 4 and report["drift"][0] == 1.0  # frame 0: the given masks themselves
+    assert 0.0 <= report["ceiling"] <= 1.0 and report["objects"] >= 2
+    assert sum(n for n, _ in report["ceiling_by_area"].values()) == report["objects"]
+    assert 0 <= report["lost"] <= report["objects"]
+    assert "ceiling" in capsys.readouterr().out
+    # an untrained adapter predicts SAM's prompt-less mask whatever the reference: far below a perfect copy
+    assert report["ceiling"] < 0.9
+    assert bench.iou(np.ones((2, 2), bool), np.eye(2, dtype=bool)) == 0.5

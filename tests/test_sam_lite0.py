@@ -173,3 +173,77 @@ def test_eval_loader_reads_a_saved_lite0_sam_by_path_or_name(tmp_path):
         loaded = build_sam_from_option(option, sam_checkpoint=weights)
         assert loaded.image_encoder.size_name == "lite0"
         assert torch.equal(loaded.image_encoder.neck[0].weight, sam.image_encoder.neck[0].weight)
+
+
+# ------------------------------------------------------------------ lite0_hr: SAM 2's high-resolution maps
+def test_high_res_packing_is_exact_and_checked():
+    from unifusion_sam.sam.high_res import pack_high_res, unpack_high_res
+
+    s4, s8, emb = torch.randn(2, 32, 64, 64), torch.randn(2, 64, 32, 32), torch.randn(2, 256, 16, 16)
+    packed = pack_high_res(s4, s8, emb)
+    assert packed.shape == (2, 1024, 16, 16) and torch.equal(packed[:, :256], emb)
+    back4, back8 = unpack_high_res(packed)
+    assert torch.equal(back4, s4) and torch.equal(back8, s8)
+    one = unpack_high_res(packed[:1].expand(3, -1, -1, -1))  # one frame broadcast: unfolded once
+    assert one[0].shape[0] == 1 and torch.equal(one[0], s4[:1])
+    with pytest.raises(ValueError, match="1024 channels"):
+        unpack_high_res(emb)
+
+
+def test_lite0_hr_sam_predicts_what_sam_predictor_predicts_and_uses_its_maps():
+    from segment_anything import SamPredictor
+
+    from unifusion_sam.sam.high_res import HighResMaskDecoder
+
+    torch.manual_seed(0)
+    sam = build_sam("lite0_hr")
+    assert isinstance(sam.mask_decoder, HighResMaskDecoder) and sam.image_encoder.size_name == "lite0_hr"
+    model = wrap_sam(sam)
+    assert model.config.sam_size == "lite0_hr" and model.backend.feature_channels == 1024
+    image = (np.random.default_rng(1).random((96, 120, 3)) * 255).astype(np.uint8)
+    predictor = SamPredictor(sam)
+    predictor.set_image(image)
+    kwargs = dict(point_coords=np.array([[40.0, 30.0]]), point_labels=np.array([1]))
+    masks, scores, low_res = predictor.predict(**kwargs, multimask_output=False, return_logits=True)
+    ours = model.predict(image, **kwargs)  # no reference, zero-initialised fusion: exactly SAM
+    np.testing.assert_allclose(ours.low_res_logits, low_res[0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.float32(ours.score), scores[0], rtol=0, atol=1e-6)
+    # the stride-4 map reaches the mask: changing it changes the logits, not the score's embedding path
+    features = sam.image_encoder(model.transform.image(image).pixels)
+    emb, extras = model.backend.image_embedding(features), model.backend.decoder_inputs(features)
+    sparse, dense = model.backend.embed_prompts(None, None, None, 1)
+    plain, _ = model.backend.decode(emb, sparse, dense, extras=extras)
+    moved, _ = model.backend.decode(emb, sparse, dense, extras=[extras[0] + 1.0, extras[1]])
+    assert plain.shape == (1, 1, 64, 64) and not torch.allclose(plain, moved)
+    with pytest.raises(ValueError, match="high-resolution maps"):
+        model.backend.decode(emb, sparse, dense)
+    assert model.predict(image, text="the red circle").mask.shape == (96, 120)
+
+
+def test_stand_in_trains_the_neck_and_high_res_projections_of_lite0_hr():
+    torch.manual_seed(0)
+    sam = build_sam("lite0_hr")
+    before = {k: v.clone() for k, v in sam.state_dict().items()}
+    losses = pretrain_image_encoder(sam, SyntheticConfig(seed=3, image_size=(64, 64)),
+                                    StandInConfig(steps=2, batch_size=2, decoder_weight=1.0), num_workers=0,
+                                    progress=False)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    after = sam.state_dict()
+    changed = {k.split(".")[1] for k in before if k.startswith("image_encoder.") and not torch.equal(before[k], after[k])}
+    assert changed == {"neck", "conv_s0", "conv_s1"}, changed
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("mask_decoder.output_upscaling"))
+
+
+def test_eval_loader_tells_lite0_hr_weights_from_lite0(tmp_path):
+    from safetensors.torch import save_file
+
+    from unifusion_sam.evaluation.loading import build_sam_from_option
+    from unifusion_sam.sam.wrap import default_preset_for
+
+    sam = build_sam("lite0_hr")
+    path = tmp_path / "sam_lite0_hr.safetensors"
+    save_file({k: v.contiguous() for k, v in sam.state_dict().items()}, str(path))
+    loaded = build_sam_from_option(str(path))
+    assert loaded.image_encoder.size_name == "lite0_hr"
+    assert torch.equal(loaded.image_encoder.conv_s0.weight, sam.image_encoder.conv_s0.weight)
+    assert default_preset_for(loaded) == "sam-lite0-hr"

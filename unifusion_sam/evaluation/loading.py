@@ -4,7 +4,7 @@
 model (``config.json``; it needs nothing else) or a UniFusion-SAM adapter (``adapter_config.json``;
 it needs ``--sam``). ``--checkpoint none`` builds an untrained model: the adapter preset ``--adapter``
 (default: the preset matching the SAM) or, for a ``uniref-*`` preset, an untrained full model; a
-baseline, and what tests use. ``--sam`` names a SAM size (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``, ``lite0``;
+baseline, and what tests use. ``--sam`` names a SAM size (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``, ``lite0``, ``lite0_hr``;
 SAM 2: ``sam2_hiera_t``, ``sam2_hiera_s``, ``sam2_hiera_b+``, ``sam2_hiera_l``, ``sam2.1_hiera_*``, ``sam2_tiny``)
 or is the path of a Meta SAM / SAM 2 ``.pth`` / ``.pt`` / ``.safetensors`` file (its size is read from the
 weights unless ``--sam-size`` says it); ``--sam-checkpoint`` gives the weights for a size name. ``tiny``
@@ -40,7 +40,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_device: str 
                        help="a UniRef++ model or UniFusion-SAM adapter: folder or Hugging Face Hub id "
                             "(save_pretrained / push_to_hub), or 'none' for an untrained model (a baseline)")
     group.add_argument("--sam", default=None,
-                       help="SAM size (vit_b, vit_l, vit_h, tiny, lite0; SAM 2: sam2_hiera_t/s/b+/l, sam2.1_hiera_*, "
+                       help="SAM size (vit_b, vit_l, vit_h, tiny, lite0, lite0_hr; SAM 2: sam2_hiera_t/s/b+/l, sam2.1_hiera_*, "
                             "sam2_tiny) or the path of a Meta SAM / SAM 2 .pth / .pt / .safetensors (UniFusion-SAM "
                             "adapters only; SAM 2 needs unifusion-sam[sam2])")
     group.add_argument("--sam-checkpoint", type=Path, default=None,
@@ -167,7 +167,8 @@ def _inspect_sam_weights(path: Path) -> tuple[str, int]:
     if not isinstance(state, dict):
         state = read_state_dict(path)
     if "image_encoder.backbone._conv_stem.weight" in state:  # the EfficientNet-Lite0 stand-in (a CNN: any size)
-        return "lite0", CUSTOM_SAMS["lite0"].image_size
+        name = "lite0_hr" if "image_encoder.conv_s0.weight" in state else "lite0"
+        return name, CUSTOM_SAMS[name].image_size
     if "image_encoder.trunk.patch_embed.proj.weight" in state:  # SAM 2 (Hiera): the size from the trunk's layout
         sam2 = sam2_name_from_state(state)
         if sam2 is None:

@@ -88,8 +88,11 @@ class SamBackend:
         return None
 
     def take(self, extras: Any, index: torch.Tensor) -> Any:
-        """The rows ``index`` of :meth:`decoder_inputs` (for decoding a subset of a batch)."""
-        return None
+        """The rows ``index`` of :meth:`decoder_inputs` (for decoding a subset of a batch; a map of one
+        row is one frame broadcast to the batch and is kept whole)."""
+        if extras is None:
+            return None
+        return [t if t.shape[0] == 1 else t[index] for t in extras]
 
     def embed_prompts(self, coords, labels, boxes, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

@@ -12,15 +12,30 @@ from torch import nn
 
 from .backend_base import SamBackend, hf_prompt_embeddings
 from .backends_sam2 import make_sam2_backend
+from .high_res import EMBED_DIM, PACKED_CHANNELS, unpack_high_res, upscale
 
 
 class MetaSamBackend(SamBackend):
-    """``segment_anything.modeling.Sam``."""
+    """``segment_anything.modeling.Sam``. With a :class:`~.high_res.HighResMaskDecoder` (the ``lite0_hr``
+    stand-in) the image encoder's features are packed ``[B, 1024, h, w]`` (the embedding and the stride-8 /
+    stride-4 maps, :mod:`.high_res`) and the maps go into the decoder's upscaling, as in SAM 2."""
 
     family = "meta"
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model, model.image_encoder, model.prompt_encoder, model.mask_decoder)
+        self.high_res = bool(getattr(model.mask_decoder, "high_res", False))
+
+    @property
+    def feature_channels(self) -> int:
+        return PACKED_CHANNELS if self.high_res else EMBED_DIM
+
+    def image_embedding(self, features: torch.Tensor) -> torch.Tensor:
+        return features[:, :EMBED_DIM] if self.high_res else features
+
+    def decoder_inputs(self, features: torch.Tensor) -> list[torch.Tensor] | None:
+        """``[s4 [B', 32, 4h, 4w], s8 [B', 64, 2h, 2w]]`` for a high-resolution decoder, else ``None``."""
+        return unpack_high_res(features) if self.high_res else None
 
     @property
     def image_size(self) -> int:
@@ -60,7 +75,9 @@ class MetaSamBackend(SamBackend):
         _, c, h, w = src.shape
         hs, src = dec.transformer(src, pos, tokens)
         iou_out, mask_out = hs[:, 0, :], hs[:, 1 : 1 + dec.num_mask_tokens, :]
-        upscaled = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        if self.high_res and extras is None:
+            raise ValueError("this SAM's decoder takes high-resolution maps: pass extras=backend.decoder_inputs(features)")
+        upscaled = upscale(dec, src.transpose(1, 2).reshape(b, c, h, w), extras if self.high_res else None)
         hyper = torch.stack([mlp(mask_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
         _, c2, h2, w2 = upscaled.shape
         masks = (hyper @ upscaled.view(b, c2, h2 * w2)).view(b, -1, h2, w2)

@@ -33,17 +33,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .backend_base import SamBackend, hf_prompt_embeddings
 from .build_sam2 import sam2_size_name
+from .high_res import EMBED_DIM, pack_high_res, unpack_high_res
 from .transforms import SAM2_MEAN, SAM2_STD, Sam2Transform
-
-EMBED_DIM = 256
 
 
 @contextmanager
@@ -88,8 +85,7 @@ class _Sam2Backend(SamBackend):
         self._layouts = [torch.channels_last if m.stride(1) == 1 else torch.contiguous_format for m in maps]
         if not self.high_res:
             return maps[-1]
-        s4, s8, emb = maps
-        return torch.cat([emb, F.pixel_unshuffle(s8, 2), F.pixel_unshuffle(s4, 4)], dim=1)
+        return pack_high_res(*maps)
 
     def image_embedding(self, features: torch.Tensor) -> torch.Tensor:
         return features[:, :EMBED_DIM]
@@ -97,13 +93,7 @@ class _Sam2Backend(SamBackend):
     def decoder_inputs(self, features: torch.Tensor) -> list[torch.Tensor] | None:
         """``[s4 [B', 32, 4h, 4w], s8 [B', 64, 2h, 2w]]``; ``B' = 1`` when ``features`` is one frame expanded
         to a batch (the decoder broadcasts it), else ``B``."""
-        if not self.high_res:
-            return None
-        if features.shape[0] > 1 and features.stride(0) == 0:
-            features = features[:1]
-        s8 = F.pixel_shuffle(features[:, EMBED_DIM : 2 * EMBED_DIM], 2)
-        s4 = F.pixel_shuffle(features[:, 2 * EMBED_DIM :], 4)
-        return [s4, s8]
+        return unpack_high_res(features) if self.high_res else None
 
     def as_encoded(self, embeddings: torch.Tensor, extras: list[torch.Tensor] | None):
         """The decoder inputs in the memory layouts SAM 2's image path gives them (see the module docstring)."""
@@ -113,11 +103,6 @@ class _Sam2Backend(SamBackend):
         if extras is not None:
             extras = [t.contiguous(memory_format=f) for t, f in zip(extras, self._layouts)]
         return embeddings, extras
-
-    def take(self, extras: Any, index: torch.Tensor) -> Any:
-        if extras is None:
-            return None
-        return [t if t.shape[0] == 1 else t[index] for t in extras]
 
 
 class MetaSam2Backend(_Sam2Backend):

@@ -5,7 +5,8 @@
 strict, with an error that names the mismatch). ``build_sam("tiny")`` is a small random model for
 tests and the offline default run; ``image_size`` builds any size at another input resolution.
 ``build_sam("lite0")`` is the offline stand-in: SAM's prompt encoder and mask decoder on a frozen,
-ImageNet-pretrained EfficientNet-Lite0 with a SAM-style neck (:mod:`.lite0`; the default run's SAM).
+ImageNet-pretrained EfficientNet-Lite0 with a SAM-style neck (:mod:`.lite0`; the default run's SAM);
+``lite0_hr`` adds SAM 2's high-resolution maps to its decoder (:mod:`.high_res`).
 ``build_hf_sam("tiny")`` builds the ViT sizes as a ``transformers.SamModel``. SAM 2 sizes
 (``sam2_hiera_t``/``_s``/``_b+``/``_l``, ``sam2.1_hiera_*``, ``sam2_tiny``) come from :mod:`.build_sam2`:
 ``build_sam`` builds them as Meta ``sam2`` models, ``build_hf_sam`` as ``transformers.Sam2Model``.
@@ -62,14 +63,20 @@ class CustomEncoderSpec:
     decoder_mlp_dim: int = 512
 
 
-def _lite0(image_size: int, pretrained: bool) -> nn.Module:
+def _lite0(image_size: int, pretrained: bool, high_res: bool = False) -> nn.Module:
     from .lite0 import Lite0ImageEncoder
 
-    return Lite0ImageEncoder(image_size, PROMPT_DIM, pretrained=pretrained)
+    return Lite0ImageEncoder(image_size, PROMPT_DIM, pretrained=pretrained, high_res=high_res)
+
+
+def _lite0_hr(image_size: int, pretrained: bool) -> nn.Module:
+    return _lite0(image_size, pretrained, high_res=True)
 
 
 CUSTOM_SAMS: dict[str, CustomEncoderSpec] = {
     "lite0": CustomEncoderSpec(_lite0, 256, (127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+    # + SAM 2's stride-8 / stride-4 maps into the decoder's upscaling (a HighResMaskDecoder)
+    "lite0_hr": CustomEncoderSpec(_lite0_hr, 256, (127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
 }
 SAM_SIZES: tuple[str, ...] = (*SAM_SPECS, *CUSTOM_SAMS, *SAM2_SPECS)
 
@@ -89,7 +96,7 @@ def _spec(name: str, image_size: int | None) -> SamSpec:
 
 
 def build_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, image_size: int | None = None):
-    """Build Meta's ``segment_anything.modeling.Sam`` of size ``name`` (``vit_b``/``vit_l``/``vit_h``/``tiny``/``lite0``).
+    """Build Meta's ``segment_anything.modeling.Sam`` of size ``name`` (``vit_b``/``vit_l``/``vit_h``/``tiny``/``lite0``/``lite0_hr``).
 
     ``checkpoint``: a local ``.pth`` (read with ``weights_only=True``) or ``.safetensors`` file with
     the full SAM state dict. Random weights when ``None``, except ``lite0``'s image backbone, which
@@ -139,9 +146,13 @@ def _build_vit(spec: SamSpec):
 
 
 def _assemble(image_encoder: nn.Module, spec: SamSpec, pixel_mean, pixel_std):
-    """Meta's ``Sam`` around ``image_encoder`` with SAM's prompt encoder and mask decoder for ``spec``."""
+    """Meta's ``Sam`` around ``image_encoder`` with SAM's prompt encoder and mask decoder for ``spec`` (a
+    :class:`~.high_res.HighResMaskDecoder` when the encoder gives high-resolution maps, ``high_res``)."""
     from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+    from .high_res import HighResMaskDecoder
+
+    decoder_class = HighResMaskDecoder if getattr(image_encoder, "high_res", False) else MaskDecoder
     grid = spec.image_size // PATCH_SIZE
     return Sam(
         image_encoder=image_encoder,
@@ -151,7 +162,7 @@ def _assemble(image_encoder: nn.Module, spec: SamSpec, pixel_mean, pixel_std):
             input_image_size=(spec.image_size, spec.image_size),
             mask_in_chans=16,
         ),
-        mask_decoder=MaskDecoder(
+        mask_decoder=decoder_class(
             num_multimask_outputs=3,
             transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_DIM, mlp_dim=spec.decoder_mlp_dim, num_heads=8),
             transformer_dim=PROMPT_DIM,

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from ..config import JsonConfig, check_choice, check_positive_int, native_bf16
+from ..config import JsonConfig, check_choice, check_positive_int, check_probability, native_bf16
 
 STAGES = ("image", "video")
 SOURCE_KINDS = (
@@ -44,7 +44,9 @@ class DataSource(JsonConfig):
     reader-specific ``options`` (e.g. ``{"dataset": "refcoco+", "image_dir": ...}``); for the full
     UniRef++ model, ``min_sizes`` / ``max_size`` override the stage's scale jitter for this source. Video sources
     (and synthetic ``vos`` / ``rvos``) also take ``options.first_ref``: the object's first frame
-    becomes a second reference, as in tracking."""
+    becomes a second reference, as in tracking, and ``options.ref_noise``: the probability that the
+    previous-frame reference mask is deformed as a tracker's own output would be
+    (:class:`~unifusion_sam.training.sources.NoisyPreviousReference`)."""
 
     kind: str = "synthetic"
     task: str = "ris"
@@ -69,12 +71,17 @@ class DataSource(JsonConfig):
                 raise ValueError(f"data source {self.kind!r} needs a root folder")
             if not os.path.isdir(self.root):
                 raise FileNotFoundError(f"data source {self.kind!r}: root folder does not exist: {self.root}")
+        video = self.kind in VIDEO_KINDS or (self.kind == "synthetic" and self.task in ("vos", "rvos"))
         if "first_ref" in self.options:
             if not isinstance(self.options["first_ref"], bool):
                 raise TypeError(f"data.options.first_ref must be true or false, got {self.options['first_ref']!r}")
-            video = self.kind in VIDEO_KINDS or (self.kind == "synthetic" and self.task in ("vos", "rvos"))
             if not video:
                 raise ValueError(f"data.options.first_ref is for video sources (VOS / RVOS), not "
+                                 f"kind={self.kind!r} task={self.task!r}")
+        if "ref_noise" in self.options:
+            check_probability("data.options.ref_noise", self.options["ref_noise"])
+            if not video:
+                raise ValueError(f"data.options.ref_noise is for video sources (VOS / RVOS), not "
                                  f"kind={self.kind!r} task={self.task!r}")
 
 

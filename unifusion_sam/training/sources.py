@@ -10,12 +10,20 @@
 - pseudo-VOS: one image, two augmentations (COCO instances, RefCOCO, synthetic scenes);
 - detection (the full UniRef++ model): every object of an image with its box (and mask), synthetic scenes
   (class-agnostic).
+
+Video sources also take ``options.ref_noise`` (a probability): the *previous-frame* reference mask (the
+last reference; never the first frame's) is deformed as a tracker's own prediction would be
+(:func:`perturb_mask`: dilated, eroded or shifted by up to a twentieth of the object's size), since at test
+time that reference is the model's last output and not the ground truth (MaskTrack's mask deformation).
 Samples carry cache keys (``meta["key"]``, ``meta["ref_keys"]``) naming their images.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+from scipy import ndimage
 
 from ..data.io import load_rgb
 from ..data.types import RefSample, VideoRecord
@@ -43,6 +51,44 @@ class Source:
 
     def sample(self, rng: np.random.Generator) -> RefSample:
         raise NotImplementedError
+
+
+def perturb_mask(mask: np.ndarray, rng: np.random.Generator, scale: float = 0.05) -> np.ndarray:
+    """``mask`` ``[H, W]`` bool, deformed by one of: dilation, erosion (skipped when it would empty the mask)
+    or a shift, by ``k`` pixels, ``k`` uniform in ``1..max(1, round(scale * sqrt(area)))``."""
+    area = int(mask.sum())
+    if area == 0:
+        return mask
+    k = int(rng.integers(1, max(1, round(scale * np.sqrt(area))) + 1))
+    op = int(rng.integers(3))
+    if op == 0:
+        return ndimage.binary_dilation(mask, iterations=k)
+    if op == 1:
+        eroded = ndimage.binary_erosion(mask, iterations=k)
+        return eroded if eroded.any() else mask
+    dy, dx = (int(d) for d in rng.integers(-k, k + 1, size=2))
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    out[max(dy, 0): h + min(dy, 0), max(dx, 0): w + min(dx, 0)] = mask[max(-dy, 0): h + min(-dy, 0),
+                                                                        max(-dx, 0): w + min(-dx, 0)]
+    return out if out.any() else mask
+
+
+class NoisyPreviousReference(Source):
+    """A video source whose samples' last reference mask (the previous frame's) is deformed with
+    probability ``prob`` (:func:`perturb_mask`); samples without a mask reference pass unchanged."""
+
+    def __init__(self, source: Source, prob: float) -> None:
+        self.source, self.prob = source, float(prob)
+        self.name = source.name
+
+    def sample(self, rng: np.random.Generator) -> RefSample:
+        s = self.source.sample(rng)
+        if s.ref_masks and rng.random() < self.prob:
+            masks = list(s.ref_masks)
+            masks[-1] = perturb_mask(np.asarray(masks[-1], bool), rng)
+            s = dataclasses.replace(s, ref_masks=masks)
+        return s
 
 
 class SyntheticSource(Source):
@@ -215,9 +261,14 @@ class DetectionSource(Source):
 
 
 def build_source(cfg: DataSource, image_size: int, seed: int) -> Source:
-    """The :class:`Source` for one configured dataset (readers fail early on missing folders)."""
+    """The :class:`Source` for one configured dataset (readers fail early on missing folders); with
+    ``options.ref_noise`` wrapped in :class:`NoisyPreviousReference`."""
     from ..data import readers
 
+    if "ref_noise" in cfg.options:  # validated by DataSource (video sources only)
+        rest = {k: v for k, v in cfg.options.items() if k != "ref_noise"}
+        inner = build_source(dataclasses.replace(cfg, options=rest), image_size, seed)
+        return NoisyPreviousReference(inner, cfg.options["ref_noise"]) if cfg.options["ref_noise"] else inner
     if cfg.kind == "synthetic":
         return SyntheticSource(cfg, image_size, seed)
     if cfg.kind == "refcoco":

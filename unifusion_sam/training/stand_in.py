@@ -140,12 +140,13 @@ def stand_in_loss(head: DenseHead, embeddings: torch.Tensor, targets: Targets, t
 def point_prompt_loss(sam: nn.Module, embeddings: torch.Tensor, points: torch.Tensor,
                       targets: torch.Tensor) -> torch.Tensor:
     """BCE + Dice (the adapter's mask loss) of SAM's single-mask prediction for one positive point per
-    image: ``embeddings`` ``[B, C, h, w]``, ``points`` ``[B, 2]`` and object masks ``[B, S, S]`` in the
+    image: ``embeddings`` ``[B, D, h, w]`` (the image encoder's output, high-resolution maps included), ``points`` ``[B, 2]`` and object masks ``[B, S, S]`` in the
     input frame."""
     backend = make_backend(sam)
     labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=points.device)
     sparse, dense = backend.embed_prompts(points[:, None], labels, None, points.shape[0])
-    logits, _ = backend.decode(embeddings, sparse, dense)
+    logits, _ = backend.decode(backend.image_embedding(embeddings), sparse, dense,
+                               extras=backend.decoder_inputs(embeddings))
     full = upsample_logits(logits, tuple(targets.shape[-2:]))
     w = LossWeights()
     return w.bce * bce_loss(full, targets).mean() + w.dice * dice_loss(full, targets).mean()
@@ -189,6 +190,7 @@ def pretrain_image_encoder(
         num_workers=num_workers,
     )
     device = next(encoder.parameters()).device
+    backend = make_backend(sam)
     head.to(device)
     decoder = [sam.prompt_encoder, sam.mask_decoder] if config.decoder_weight > 0 else []
     for part in decoder:
@@ -202,8 +204,8 @@ def pretrain_image_encoder(
     for pixels, *shares, points, masks in bar:
         targets = Targets(*(t.to(device) for t in shares))
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            embeddings = encoder(pixels.to(device))
-            loss = stand_in_loss(head, embeddings, targets, config.temperature)
+            embeddings = encoder(pixels.to(device))  # [B, D, h, w]: the embedding (+ packed high-res maps)
+            loss = stand_in_loss(head, backend.image_embedding(embeddings), targets, config.temperature)
             if decoder:
                 loss = loss + config.decoder_weight * point_prompt_loss(sam, embeddings, points.to(device), masks.to(device))
         optimizer.zero_grad(set_to_none=True)
