@@ -5,8 +5,8 @@ run's evaluation tracks them, ``sigma="davis"``):
 
 - **drift**: the mean IoU at each frame since the object's given mask (frame 0 is the given mask);
 - **ceiling**: each object's given frame tracked once more with itself as both references (first and
-  previous): how exactly the model reproduces a mask it has just been shown on the same image. No
-  tracking can score above it; by object area (pixels) too, since a pixel of boundary error costs a small
+  previous): how exactly the model reproduces a mask it has just been shown on the same image, which
+  tracking can hardly beat; also by object area (pixels), since a pixel of boundary error costs a small
   object more;
 - **lost**: tracks whose last three frames are empty although the object is visible in them.
 
