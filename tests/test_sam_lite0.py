@@ -208,6 +208,13 @@ def test_lite0_hr_sam_predicts_what_sam_predictor_predicts_and_uses_its_maps():
     ours = model.predict(image, **kwargs)  # no reference, zero-initialised fusion: exactly SAM
     np.testing.assert_allclose(ours.low_res_logits, low_res[0], rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.float32(ours.score), scores[0], rtol=0, atol=1e-6)
+    # Meta's Sam.forward runs the packed features through the same decoder
+    pixels = torch.as_tensor(predictor.transform.apply_image(image)).permute(2, 0, 1).float()
+    point = torch.as_tensor(predictor.transform.apply_coords(kwargs["point_coords"], image.shape[:2]))[None].float()
+    with torch.no_grad():
+        out = sam([{"image": pixels, "original_size": image.shape[:2], "point_coords": point,
+                    "point_labels": torch.ones(1, 1)}], multimask_output=False)[0]
+    np.testing.assert_allclose(out["low_res_logits"][0, 0].numpy(), low_res[0], rtol=0, atol=1e-5)
     # the stride-4 map reaches the mask: changing it changes the logits, not the score's embedding path
     features = sam.image_encoder(model.transform.image(image).pixels)
     emb, extras = model.backend.image_embedding(features), model.backend.decoder_inputs(features)
