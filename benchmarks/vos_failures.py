@@ -8,7 +8,14 @@ run's evaluation tracks them, ``sigma="davis"``):
   previous): how exactly the model reproduces a mask it has just been shown on the same image, which
   tracking can hardly beat; also by object area (pixels), since a pixel of boundary error costs a small
   object more;
-- **lost**: tracks whose last three frames are empty although the object is visible in them.
+- **lost**: tracks whose last three frames are empty although the object is visible in them;
+- **teacher-forced drift**: the drift again, with each frame's previous-frame reference replaced by the
+  object's true mask on that frame (``VideoSession.set_previous_mask``): what is left of the drift when
+  the tracker's own errors are not fed back (later frames are harder: occlusions, motion since the first
+  frame), so the gap to the drift above is the cost of the fed-back errors;
+- **resolution bound** (UniFusion-SAM runs): the true mask area-pooled to SAM's low-resolution logits
+  (a quarter of the network input) and post-processed exactly as a prediction: the IoU the pipeline's
+  resolution alone allows, so a ceiling far below it is the model's imprecision, not the grid's.
 
     python benchmarks/vos_failures.py --run outputs/default [--videos 48] [--json PATH]
 
@@ -25,9 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from paper_ablations import load_run, run_split, write_json
 
+from unifusion_sam import UniFusionSam
 from unifusion_sam.data.synthetic import SyntheticDataset
+from unifusion_sam.inference.session import VideoSession
+from unifusion_sam.interface import Decoded
 
 AREA_BINS = (0, 300, 600, 1200, 1 << 30)  # object area at its given frame (pixels)
 
@@ -37,18 +48,29 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
     return 1.0 if union == 0 else float((pred & gt).sum()) / union
 
 
-def video_tracks(model, video) -> tuple[dict[int, list[float]], dict[int, float], dict[int, int], int]:
+def tracked(model, video, labels: list[np.ndarray], teacher: bool):
+    """The video's objects tracked together from their given masks (``sigma="davis"``), frame by frame;
+    with ``teacher`` each object's previous-frame reference is then its true mask on that frame."""
+    session = VideoSession(model, sigma="davis")
+    for t, frame in enumerate(video.frames):
+        for k, f in video.first_frame.items():
+            if f == t:
+                session.add_object(k, labels[t] == k)
+        result = session.step(frame)
+        if teacher:
+            for k, f in video.first_frame.items():
+                if f < t:
+                    session.set_previous_mask(k, labels[t] == k)
+        yield result
+
+
+def video_tracks(model, video, teacher: bool = False) -> tuple[dict[int, list[float]], dict[int, float], dict[int, int], int]:
     """``(IoU per frame since the object's given frame, ceiling IoU, area at the given frame, lost tracks)``
-    of one video's objects."""
+    of one video's objects (the ceiling is not measured with ``teacher``: an empty dict)."""
     labels = [np.asarray(video.annotations[t]) for t in range(len(video.frames))]
-    first = {k: labels[f] == k for k, f in video.first_frame.items() if f == 0}
-    late: dict[int, dict[int, np.ndarray]] = {}
-    for k, f in video.first_frame.items():
-        if f > 0:
-            late.setdefault(f, {})[k] = labels[f] == k
     curves: dict[int, list[float]] = {k: [] for k in video.first_frame}
     visible_empty: dict[int, list[bool]] = {k: [] for k in video.first_frame}
-    for t, result in enumerate(model.track(video.frames, masks=first, new_objects=late, sigma="davis")):
+    for t, result in enumerate(tracked(model, video, labels, teacher)):
         for k, f in video.first_frame.items():
             if t >= f:
                 gt, pred = labels[t] == k, result.label_map == k
@@ -56,40 +78,64 @@ def video_tracks(model, video) -> tuple[dict[int, list[float]], dict[int, float]
                 visible_empty[k].append(bool(gt.any()) and not pred.any())
     lost = sum(1 for flags in visible_empty.values() if len(flags) >= 3 and all(flags[-3:]))
     ceiling, area = {}, {}
-    for k, f in video.first_frame.items():
+    for k, f in ([] if teacher else video.first_frame.items()):
         gt = labels[f] == k
         again = list(model.track([video.frames[f]] * 2, masks={k: gt}, sigma=0.0))[1]
         ceiling[k], area[k] = iou(again.masks[k], gt), int(gt.sum())
     return curves, ceiling, area, lost
 
 
+def resolution_bound(model, frame, gt: np.ndarray) -> float | None:
+    """IoU of ``gt`` after SAM's resolution round trip: the mask at the network input ``[S, S]``, area-pooled
+    to the low-resolution logits ``[S/4, S/4]`` (logit 20 * (coverage - 0.5)), post-processed as a prediction.
+    ``None`` for the full UniRef++ family (its masks are not SAM's low-resolution logits)."""
+    if not isinstance(model, UniFusionSam):
+        return None
+    prepared = model.prepare_image(np.asarray(frame), "video")
+    coverage = F.avg_pool2d(model.prepare_mask(gt, prepared)[None, None].float(), 4)  # [1, 1, S/4, S/4]
+    result = model.postprocess(Decoded(20.0 * (coverage - 0.5), torch.ones(1)), prepared, "video")
+    return iou(result.masks[0].cpu().numpy(), gt)
+
+
 def measure(model, config, n_videos: int, progress: bool = True) -> dict:
     """``{"drift": [mean IoU per frame], "ceiling": mean, "ceiling_by_area": {bin: (n, mean)}, "lost": n,
-    "objects": n}`` over the first ``n_videos`` held-out videos."""
+    "objects": n, "drift_teacher_forced": [...], "lost_teacher_forced": n}`` over the first ``n_videos``
+    held-out videos."""
     from tqdm.auto import tqdm
 
     dataset = SyntheticDataset("heldout", "vos", n_videos, config)
-    curves, ceilings, areas, lost = [], [], [], 0
+    curves, forced, ceilings, bounds, areas, lost, lost_forced = [], [], [], [], [], 0, 0
     with torch.no_grad():
         for i in tqdm(range(n_videos), desc="vos failures", disable=not progress, leave=False):
             video = dataset.video(i)
             cache = getattr(getattr(model, "predictor", None), "cache", None)
             with cache.holding(len(video.frames)) if cache is not None else nullcontext():
                 c, ceil, area, n_lost = video_tracks(model, video)
+                f, _, _, n_lost_forced = video_tracks(model, video, teacher=True)
             curves += list(c.values())
+            forced += list(f.values())
             ceilings += [ceil[k] for k in c]
+            bounds += [resolution_bound(model, video.frames[f], np.asarray(video.annotations[f]) == k)
+                       for k, f in video.first_frame.items()]
             areas += [area[k] for k in c]
             lost += n_lost
-    length = max(len(c) for c in curves)
-    drift = [float(np.mean([c[t] for c in curves if len(c) > t])) for t in range(length)]
+            lost_forced += n_lost_forced
     ceilings_a, areas_a = np.array(ceilings), np.array(areas)
     by_area = {}
     for lo, hi in zip(AREA_BINS[:-1], AREA_BINS[1:]):
         sel = (areas_a >= lo) & (areas_a < hi)
         if sel.any():
             by_area[f"{lo}-{hi if hi < AREA_BINS[-1] else ''}"] = (int(sel.sum()), float(ceilings_a[sel].mean()))
-    return {"drift": drift, "ceiling": float(ceilings_a.mean()), "ceiling_by_area": by_area, "lost": lost,
-            "objects": len(curves)}
+    return {"drift": mean_by_frame(curves), "ceiling": float(ceilings_a.mean()), "ceiling_by_area": by_area,
+            "lost": lost, "objects": len(curves), "drift_teacher_forced": mean_by_frame(forced),
+            "lost_teacher_forced": lost_forced,
+            "resolution_bound": None if None in bounds else float(np.mean(bounds))}
+
+
+def mean_by_frame(curves: list[list[float]]) -> list[float]:
+    """The mean of per-object IoU curves at each frame since the given mask (over the objects that long)."""
+    length = max(len(c) for c in curves)
+    return [float(np.mean([c[t] for c in curves if len(c) > t])) for t in range(length)]
 
 
 def format_report(r: dict, n_videos: int) -> str:
@@ -99,7 +145,13 @@ def format_report(r: dict, n_videos: int) -> str:
              f"ceiling (the given frame as its own first and previous reference): IoU {r['ceiling']:.3f}"]
     for name, (n, value) in r["ceiling_by_area"].items():
         lines.append(f"  area {name:>10} px: {n:>3} objects, IoU {value:.3f}")
+    if r["resolution_bound"] is not None:
+        lines.append(f"resolution bound (true masks through the low-res logits and post-processing): IoU "
+                     f"{r['resolution_bound']:.3f}")
     lines.append(f"lost (last 3 frames empty while visible): {r['lost']} of {r['objects']} tracks")
+    lines += ["teacher-forced drift (the previous reference is the true mask of the previous frame):",
+              "  " + " ".join(f"{t}:{v:.2f}" for t, v in enumerate(r["drift_teacher_forced"])),
+              f"lost when teacher-forced: {r['lost_teacher_forced']} of {r['objects']} tracks"]
     return "\n".join(lines)
 
 

@@ -48,7 +48,12 @@ def test_vos_failures_reports_drift_ceiling_and_lost_tracks(tmp_path, monkeypatc
     assert 0.0 <= report["ceiling"] <= 1.0 and report["objects"] >= 2
     assert sum(n for n, _ in report["ceiling_by_area"].values()) == report["objects"]
     assert 0 <= report["lost"] <= report["objects"]
-    assert "ceiling" in capsys.readouterr().out
+    assert len(report["drift_teacher_forced"]) == 4 and report["drift_teacher_forced"][0] == 1.0
+    assert 0 <= report["lost_teacher_forced"] <= report["objects"]
+    assert 0.9 < report["resolution_bound"] <= 1.0  # 64 px frames: SAM's 64 x 64 logits are finer than the frame
+    assert bench.resolution_bound(object(), None, None) is None  # the full UniRef++ family has no SAM logits
+    printed = capsys.readouterr().out
+    assert "ceiling" in printed and "teacher-forced" in printed
     # an untrained adapter predicts SAM's prompt-less mask whatever the reference: far below a perfect copy
     assert report["ceiling"] < 0.9
     assert bench.iou(np.ones((2, 2), bool), np.eye(2, dtype=bool)) == 0.5

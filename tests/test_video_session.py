@@ -589,3 +589,40 @@ def test_independent_objects_track_as_if_alone(tiny, short_video, max_short_side
     assert not any((r.masks[1] & r.masks[2]).any() for r in competing)
     with pytest.raises(TypeError, match="independent"):
         VideoSession(tiny, independent="yes")
+
+
+def test_set_previous_mask_replaces_only_the_previous_reference(late_video):
+    """``set_previous_mask`` (a correction that does not re-anchor, or teacher forcing): the next frame's
+    previous reference is the mask given, on the frame just processed; the first reference and the frame's
+    returned masks are untouched."""
+    frames, labels = late_video
+    # object 1 comes out empty on frame 1, so without the call its previous reference on frame 2 is empty
+    net = OracleNet(lambda t: labels[t], logits=lambda k, t: np.full(labels[t].shape, -BIG) if t == 1
+                    else np.where(labels[t] == k, BIG, -BIG))
+    session = VideoSession(net, sigma=0.4)
+    session.add_object(1, labels[0] == 1)
+    with pytest.raises(ValueError, match="step"):
+        session.set_previous_mask(1, labels[0] == 1)
+    with pytest.raises(ValueError, match="unknown object 2"):
+        session.set_previous_mask(2, labels[0] == 2)
+    session.step(frames[0])
+    result = session.step(frames[1])
+    assert not result.masks[1].any()
+    with pytest.raises(ValueError, match="mask of object 1"):
+        session.set_previous_mask(1, np.ones((8, 8), bool))
+    session.set_previous_mask(1, labels[1] == 1)
+    assert not result.masks[1].any()  # the returned frame is not rewritten
+    session.step(frames[2])
+    (rows,) = net.rows[2]
+    assert rows[0]["mask_refs"] == [(0, 1), (1, 1)]  # first reference kept, previous = the given mask on frame 1
+    area = float(net._at_input(labels[1], 1).sum())
+    assert net.mask_refs[2][-1] == (1, 1, area)
+    # without the call the previous reference would have been the empty prediction
+    net2 = OracleNet(lambda t: labels[t], logits=net.logits)
+    plain = VideoSession(net2, sigma=0.4)
+    list(plain.run(frames[:3], new_objects={0: {1: labels[0] == 1}}))
+    assert net2.rows[2][0][0]["mask_refs"] == [(0, 1), (1, 0)]
+    # an object waiting for its given mask follows none yet
+    session.add_object(3, labels[2] == 1)
+    with pytest.raises(ValueError, match="follows no mask"):
+        session.set_previous_mask(3, labels[2] == 1)

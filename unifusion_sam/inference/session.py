@@ -140,6 +140,26 @@ class VideoSession:
             feats = self.model.encode_text([text])
         self.objects[obj_id] = _Object(text=feats)
 
+    def set_previous_mask(self, obj_id: int, mask) -> None:
+        """Make ``mask`` (``H x W`` bool, on the frame just processed) object ``obj_id``'s previous-frame
+        reference, keeping its first reference: the next frame follows this mask instead of the one the
+        session predicted (a light correction that does not re-anchor the object, or teacher forcing in
+        ``benchmarks/vos_failures.py``). The frame's returned masks are not changed. The object must
+        already follow a mask (a given one, or for RVOS a confident frame's prediction)."""
+        obj_id = self._check_id(obj_id)
+        obj = self.objects.get(obj_id)
+        if obj is None:
+            raise ValueError(f"unknown object {obj_id}; the session tracks {sorted(self.objects)}")
+        if self._prev is None or self._size is None:
+            raise ValueError("set_previous_mask needs a processed frame: call step() first")
+        if obj.prev_mask is None or obj.pending is not None:
+            raise ValueError(f"object {obj_id} follows no mask yet: give it one with add_object")
+        prepared, encoded = self._prev
+        small = self._to_size(to_bool_mask(mask, self._size, name=f"mask of object {obj_id}"), prepared.original_size)
+        with inference_mode(self.model):
+            obj.prev_mask = self.model.prepare_mask(small, prepared)
+        obj.prev_frame = (prepared, encoded) if self._uses(obj)[1] else None
+
     def remove_object(self, obj_id: int) -> None:
         self.objects.pop(obj_id, None)
 
