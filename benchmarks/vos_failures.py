@@ -99,8 +99,8 @@ def resolution_bound(model, frame, gt: np.ndarray) -> float | None:
 
 def measure(model, config, n_videos: int, progress: bool = True) -> dict:
     """``{"drift": [mean IoU per frame], "ceiling": mean, "ceiling_by_area": {bin: (n, mean)}, "lost": n,
-    "objects": n, "drift_teacher_forced": [...], "lost_teacher_forced": n}`` over the first ``n_videos``
-    held-out videos."""
+    "objects": n, "drift_teacher_forced": [...], "lost_teacher_forced": n, "resolution_bound": mean or None}``
+    over the first ``n_videos`` held-out videos."""
     from tqdm.auto import tqdm
 
     dataset = SyntheticDataset("heldout", "vos", n_videos, config)
@@ -111,9 +111,9 @@ def measure(model, config, n_videos: int, progress: bool = True) -> dict:
             cache = getattr(getattr(model, "predictor", None), "cache", None)
             with cache.holding(len(video.frames)) if cache is not None else nullcontext():
                 c, ceil, area, n_lost = video_tracks(model, video)
-                f, _, _, n_lost_forced = video_tracks(model, video, teacher=True)
+                forced_curves, _, _, n_lost_forced = video_tracks(model, video, teacher=True)
             curves += list(c.values())
-            forced += list(f.values())
+            forced += list(forced_curves.values())
             ceilings += [ceil[k] for k in c]
             bounds += [resolution_bound(model, video.frames[f], np.asarray(video.annotations[f]) == k)
                        for k, f in video.first_frame.items()]

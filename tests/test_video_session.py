@@ -622,7 +622,10 @@ def test_set_previous_mask_replaces_only_the_previous_reference(late_video):
     plain = VideoSession(net2, sigma=0.4)
     list(plain.run(frames[:3], new_objects={0: {1: labels[0] == 1}}))
     assert net2.rows[2][0][0]["mask_refs"] == [(0, 1), (1, 0)]
-    # an object waiting for its given mask follows none yet
+    # an object waiting for its given mask follows none yet; a pending mask replaces the references anyway
     session.add_object(3, labels[2] == 1)
-    with pytest.raises(ValueError, match="follows no mask"):
+    with pytest.raises(ValueError, match="given for the next frame"):
         session.set_previous_mask(3, labels[2] == 1)
+    session.add_text_object(4, "object 2")  # a sentence before a confident frame: no mask to follow yet
+    with pytest.raises(ValueError, match="follows no mask"):
+        session.set_previous_mask(4, labels[2] == 1)

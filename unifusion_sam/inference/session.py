@@ -27,6 +27,9 @@ The references can be switched off, to rerun the paper's ablations (UniRef++ Tab
   frame; no mask reference is ever encoded for the object, not even one given with ``add_object``).
 
 A reference that is switched off is never encoded, so it costs nothing.
+
+``set_previous_mask`` replaces an object's previous-frame reference after a step (the first reference
+stays): a correction that does not re-anchor the object, or teacher forcing when measuring drift.
 """
 
 from __future__ import annotations
@@ -152,7 +155,10 @@ class VideoSession:
             raise ValueError(f"unknown object {obj_id}; the session tracks {sorted(self.objects)}")
         if self._prev is None or self._size is None:
             raise ValueError("set_previous_mask needs a processed frame: call step() first")
-        if obj.prev_mask is None or obj.pending is not None:
+        if obj.pending is not None:
+            raise ValueError(f"object {obj_id} has a mask given for the next frame (add_object), which replaces "
+                             "its references there")
+        if obj.prev_mask is None:
             raise ValueError(f"object {obj_id} follows no mask yet: give it one with add_object")
         prepared, encoded = self._prev
         small = self._to_size(to_bool_mask(mask, self._size, name=f"mask of object {obj_id}"), prepared.original_size)
