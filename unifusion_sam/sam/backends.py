@@ -12,7 +12,7 @@ from torch import nn
 
 from .backend_base import SamBackend, hf_prompt_embeddings
 from .backends_sam2 import make_sam2_backend
-from .high_res import EMBED_DIM, PACKED_CHANNELS, unpack_high_res, upscale
+from .high_res import EMBED_DIM, PACKED_CHANNELS, decode_batch, unpack_high_res
 
 
 class MetaSamBackend(SamBackend):
@@ -66,22 +66,10 @@ class MetaSamBackend(SamBackend):
     def decode(self, embeddings, sparse, dense, pe=None, extras=None, fallback=True):
         """Batched form of ``MaskDecoder.predict_masks`` (one prompt set per image, single-mask output);
         the score is the predicted IoU."""
-        dec = self.mask_decoder
-        b = embeddings.shape[0]
-        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens[None].expand(b, -1, -1), sparse], dim=1)
-        src = embeddings + dense
-        pos = (self.dense_pe() if pe is None else pe).expand(b, -1, -1, -1)
-        _, c, h, w = src.shape
-        hs, src = dec.transformer(src, pos, tokens)
-        iou_out, mask_out = hs[:, 0, :], hs[:, 1 : 1 + dec.num_mask_tokens, :]
         if self.high_res and extras is None:
             raise ValueError("this SAM's decoder takes high-resolution maps: pass extras=backend.decoder_inputs(features)")
-        upscaled = upscale(dec, src.transpose(1, 2).reshape(b, c, h, w), extras if self.high_res else None)
-        hyper = torch.stack([mlp(mask_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
-        _, c2, h2, w2 = upscaled.shape
-        masks = (hyper @ upscaled.view(b, c2, h2 * w2)).view(b, -1, h2, w2)
-        iou = dec.iou_prediction_head(iou_out)
+        pos = (self.dense_pe() if pe is None else pe).expand(embeddings.shape[0], -1, -1, -1)
+        masks, iou = decode_batch(self.mask_decoder, embeddings, pos, sparse, dense, extras if self.high_res else None)
         return masks[:, 0:1], iou[:, 0:1]
 
 

@@ -11,6 +11,8 @@ a 16-pixel patch has to be carried by the 256 channels of the embedding. SAM 2 a
   ``pixel_unshuffle``, a permutation). Every cache and batch of the library then stays one tensor.
 - :func:`upscale`: SAM 2's upscaling, ``act(norm(dc1(src) + s8))`` then ``act(dc2(.) + s4)``, with the
   decoder's own ``output_upscaling`` layers (plain SAM's upscaling when there are no maps).
+- :func:`decode_batch`: SAM's mask prediction for one prompt set per image, with or without the maps
+  (what the adapter's backend and :class:`HighResMaskDecoder` both run).
 - :class:`HighResMaskDecoder`: Meta's ``segment_anything`` ``MaskDecoder`` whose ``image_embeddings`` are
   the packed ``[B, 1024, h, w]`` features, so ``Sam.forward`` and ``SamPredictor`` work unchanged on a SAM
   whose image encoder returns them (the offline stand-in ``build_sam("lite0_hr")``).
@@ -70,18 +72,27 @@ class HighResMaskDecoder(MaskDecoder):
         maps = unpack_high_res(image_embeddings)
         embedding = image_embeddings[:, :EMBED_DIM]
         n = sparse_prompt_embeddings.shape[0]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens[None].expand(n, -1, -1), sparse_prompt_embeddings], dim=1)
         if embedding.shape[0] != n:  # Meta's decoder: one image, every prompt set
             embedding = torch.repeat_interleave(embedding, n, dim=0)
             maps = [torch.repeat_interleave(m, n, dim=0) for m in maps]
-        src = embedding + dense_prompt_embeddings
         pos = torch.repeat_interleave(image_pe, n, dim=0) if image_pe.shape[0] != n else image_pe
-        b, c, h, w = src.shape
-        hs, src = self.transformer(src, pos, tokens)
-        iou_out, mask_out = hs[:, 0, :], hs[:, 1: 1 + self.num_mask_tokens, :]
-        upscaled = upscale(self, src.transpose(1, 2).reshape(b, c, h, w), maps)
-        hyper = torch.stack([mlp(mask_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
-        _, c2, h2, w2 = upscaled.shape
-        masks = (hyper @ upscaled.reshape(b, c2, h2 * w2)).view(b, -1, h2, w2)
-        return masks, self.iou_prediction_head(iou_out)
+        return decode_batch(self, embedding, pos, sparse_prompt_embeddings, dense_prompt_embeddings, maps)
+
+
+def decode_batch(decoder: MaskDecoder, embedding: torch.Tensor, pos: torch.Tensor, sparse: torch.Tensor,
+                 dense: torch.Tensor, maps: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Meta's ``MaskDecoder.predict_masks`` with one prompt set per image and optional high-resolution
+    ``maps`` (:func:`upscale`): ``embedding``, ``pos``, ``dense`` ``[B, 256, h, w]``, ``sparse [B, T, 256]``
+    -> all mask outputs ``[B, M, 4h, 4w]`` and their IoU predictions ``[B, M]``."""
+    b = embedding.shape[0]
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat([output_tokens[None].expand(b, -1, -1), sparse], dim=1)
+    src = embedding + dense
+    _, c, h, w = src.shape
+    hs, src = decoder.transformer(src, pos, tokens)
+    iou_out, mask_out = hs[:, 0, :], hs[:, 1: 1 + decoder.num_mask_tokens, :]
+    upscaled = upscale(decoder, src.transpose(1, 2).reshape(b, c, h, w), maps)
+    hyper = torch.stack([mlp(mask_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1)
+    _, c2, h2, w2 = upscaled.shape
+    masks = (hyper @ upscaled.reshape(b, c2, h2 * w2)).view(b, -1, h2, w2)
+    return masks, decoder.iou_prediction_head(iou_out)
