@@ -10,7 +10,7 @@ THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: setup demo demo-uniref test test-all lint clean
+.PHONY: setup demo demo-uniref test test-all lint docs clean
 
 setup: $(VENV)/.installed
 
@@ -42,8 +42,16 @@ test: setup
 test-all: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+# ruff, and the architecture's import contracts (pyproject.toml [tool.importlinter]: the core imports no
+# family, the families are independent, nothing imports a front end, no import cycles)
 lint: setup
 	$(VENV)/bin/ruff check unifusion_sam recipes eval tests benchmarks
+	$(VENV)/bin/lint-imports
+
+# the documentation site (MkDocs Material + an API reference from the docstrings) into site/; --strict makes
+# a broken link or reference an error
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs .pytest_cache site

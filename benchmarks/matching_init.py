@@ -9,7 +9,7 @@ held-out videos with ``model.track`` and prints the one-step IoU of each and the
 
     python benchmarks/matching_init.py [--steps 150] [--batch-size 8]
 
-Measured on the 2-core development machine: see the README's benchmark table.
+Measured on the 2-core development machine: see the benchmark table of docs/results/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,15 +23,8 @@ import torch
 from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
 from unifusion_sam.fusion import UniFusionConfig
 from unifusion_sam.sam import build_sam, load_preset, wrap_sam
-from unifusion_sam.training import (
-    DataSource,
-    MixtureDataset,
-    SamSamplePrep,
-    build_source,
-    collate,
-    compute_loss,
-    parameter_groups,
-)
+from unifusion_sam.sam.training import SamSamplePrep, collate_sam, sam_loss, sam_parameter_groups
+from unifusion_sam.training import DataSource, MixtureDataset, build_source
 
 
 def one_step_iou(model, videos: SyntheticDataset) -> float:
@@ -59,11 +52,11 @@ def train_and_score(match_logit: float, pos_logit: float, steps: int, batch_size
     source = build_source(DataSource(kind="synthetic", task="vos"), 128, 0)
     data = MixtureDataset([source], [1.0], SamSamplePrep(model.transform), length=steps * batch_size,
                           batch_size=batch_size, seed=0, stage="video")
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate, num_workers=1)
-    optimizer = torch.optim.AdamW(parameter_groups(model, lr=1e-3, text_lr=0.0, weight_decay=0.05), lr=1e-3)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate_sam, num_workers=1)
+    optimizer = torch.optim.AdamW(sam_parameter_groups(model, lr=1e-3, text_lr=0.0, weight_decay=0.05), lr=1e-3)
     tic = time.perf_counter()
     for batch in loader:
-        loss = compute_loss(model, batch, None)["loss"]
+        loss = sam_loss(model, batch, None)["loss"]
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

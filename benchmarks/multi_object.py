@@ -55,8 +55,8 @@ class StageTimer:
 
 def measure(name: str, frames_timed: int, counts=(1, 4)) -> dict:
     from unifusion_sam.data.synthetic import SyntheticConfig, sample_video
+    from unifusion_sam.inference import VideoSession
     from unifusion_sam.sam import build_sam, wrap_sam
-    from unifusion_sam.video import VideoSession
 
     image_size, frame_size = SETTINGS[name]
     torch.manual_seed(0)

@@ -6,7 +6,7 @@
   mask references (the default: the first confident frame + the previous frame).
 
 Scored on the run's held-out synthetic videos exactly as the recipes' ``evaluate_synthetic`` scores
-them (:func:`unifusion_sam.training.evaluate.score_videos`; VOS ``sigma="davis"``, DAVIS protocol; RVOS
+them (:func:`unifusion_sam.evaluation.synthetic.score_videos`; VOS ``sigma="davis"``, DAVIS protocol; RVOS
 one track per expression, ``sigma="rvos"``), so the defaults reproduce the run's ``metrics.json``
 ``vos_jf`` / ``rvos_jf`` (up to CPU float rounding: ``outputs/default`` gives its VOS exactly and its RVOS
 within 2e-5 on one thread). A run folder of either family: ``adapter/`` + ``sam_<size>.safetensors``
@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from unifusion_sam.checkpoint_io import CONFIG_NAME, MODEL_CONFIG_NAME
 from unifusion_sam.data.synthetic import SyntheticConfig
-from unifusion_sam.evaluation.loading import load_model
+from unifusion_sam.evaluation.synthetic import score_videos
+from unifusion_sam.families import family_of_model
+from unifusion_sam.loading import load_model
 from unifusion_sam.training.config import RunConfig
-from unifusion_sam.training.evaluate import score_videos
 
 VOS_SETTINGS = ("first+previous", "first", "previous")  # Table 9 rows (mask_refs)
 RVOS_SETTINGS = ("language", "language+mask")  # Table 7 rows (rvos_refs)
@@ -48,21 +48,11 @@ PAPER_RVOS = {"language": 60.4, "language+mask": 61.5}
 
 
 def load_run(run: str | Path, *, sam: str | None = None, device: str = "cpu"):
-    """``(model, family)`` of a finished run folder: ``model/`` (full UniRef++, family ``"uniref"``) or
-    ``adapter/`` + its SAM (``"sam"``; ``sam`` overrides the run's single ``sam_<size>.safetensors``)."""
-    run = Path(run)
-    if (run / "model" / MODEL_CONFIG_NAME).is_file():
-        return load_model(run / "model", None, device=device), "uniref"
-    if (run / "adapter" / CONFIG_NAME).is_file():
-        if sam is None:
-            weights = sorted(run.glob("sam_*.safetensors"))
-            if len(weights) != 1:
-                raise FileNotFoundError(f"{run} holds {len(weights)} sam_<size>.safetensors files "
-                                        f"({[w.name for w in weights]}); name the run's SAM with --sam")
-            sam = str(weights[0])
-        return load_model(run / "adapter", sam, device=device), "sam"
-    raise FileNotFoundError(f"{run} has neither model/{MODEL_CONFIG_NAME} (a full UniRef++ run) nor "
-                            f"adapter/{CONFIG_NAME} (a UniFusion-SAM run): run the recipe (make demo) first")
+    """``(model, family name)`` of a finished run folder (the core loader picks the family: ``model/`` is a full
+    UniRef++ run, ``adapter/`` + its ``sam_<size>.safetensors`` a UniFusion-SAM run; ``sam`` overrides the
+    run's SAM)."""
+    model = load_model(run, device=device, sam=sam)
+    return model, family_of_model(model).name
 
 
 def heldout_split(config_path: str | Path) -> tuple[SyntheticConfig, int, dict]:
@@ -147,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         model, family = load_run(args.run, sam=args.sam, device=args.device)
     except FileNotFoundError as exc:
-        raise SystemExit(str(exc)) from exc
+        raise SystemExit(f"{exc}; run the recipe (make demo) first") from exc
     own = Path(args.run) / "run_config.json"
     config_path, config, n_videos, raw = run_split(args.run, family, args.config)
     n_videos = args.videos or n_videos

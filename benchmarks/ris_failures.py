@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import unifusion_sam
 from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
 from unifusion_sam.metrics import RISMeter
-from unifusion_sam.sam import UniFusionSam, build_sam
 
 HIT_COVERAGE = 0.3
 
@@ -56,24 +56,16 @@ def chosen_object(pred: np.ndarray, label_map: np.ndarray, ids: list[int]) -> tu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="outputs/default", help="a finished run's output folder")
-    parser.add_argument("--sam", default=None,
-                        help="SAM size the run used (default: the size of the run's one sam_<size>.safetensors)")
     parser.add_argument("--n", type=int, default=200, help="held-out sentences")
     parser.add_argument("--image_size", type=int, default=128, help="the run's synthetic_image_size")
     parser.add_argument("--eval_seed", type=int, default=None,
                         help="the held-out split's seed (default: the run's run_config.json, else 1000)")
     args = parser.parse_args()
     run = Path(args.run)
-    if args.sam is None:
-        found = sorted(run.glob("sam_*.safetensors"))
-        if len(found) != 1:
-            raise SystemExit(f"{run} holds {len(found)} sam_<size>.safetensors files ({[f.name for f in found]}): "
-                             "name the run's SAM with --sam")
-        args.sam = found[0].stem[len("sam_"):]
-    checkpoint = run / f"sam_{args.sam}.safetensors"
-    if not checkpoint.is_file() or not (run / "adapter").is_dir():
-        raise SystemExit(f"{run} has no adapter/ and {checkpoint.name}: run `make demo` (or the recipe) first")
-    model = UniFusionSam.from_pretrained(run / "adapter", sam=build_sam(args.sam, checkpoint=checkpoint)).eval()
+    try:  # the run's adapter on the run's own SAM (sam_<size>.safetensors), found by the core loader
+        model = unifusion_sam.from_pretrained(run)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"{exc}: run `make demo` (or the recipe) first") from exc
     seed = args.eval_seed
     if seed is None:
         own = run / "run_config.json"

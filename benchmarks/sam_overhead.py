@@ -49,8 +49,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from unifusion_sam.fusion import ReferenceTokens  # noqa: E402
+from unifusion_sam.inference import VideoSession  # noqa: E402
 from unifusion_sam.sam import build_sam, wrap_sam  # noqa: E402
-from unifusion_sam.video import VideoSession  # noqa: E402
 
 TEXT = "the red car on the left behind the truck"
 

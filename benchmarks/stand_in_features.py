@@ -24,8 +24,8 @@ from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
 from unifusion_sam.data.synthetic.shapes import COLOURS, SHAPE_CLASSES
 from unifusion_sam.sam import build_sam
 from unifusion_sam.sam.backends import make_backend
-from unifusion_sam.sam.transforms import SamTransform
-from unifusion_sam.training import StandInConfig, pretrain_image_encoder
+from unifusion_sam.sam.backends.transforms import SamTransform
+from unifusion_sam.sam.builders.stand_in import StandInConfig, pretrain_image_encoder
 
 
 def patch_data(sam, scenes: SyntheticDataset, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

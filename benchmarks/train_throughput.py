@@ -18,29 +18,22 @@ import time
 import torch
 
 from unifusion_sam.sam import build_sam, wrap_sam
-from unifusion_sam.training import (
-    MixtureDataset,
-    SamSamplePrep,
-    TrainEmbeddingCache,
-    build_source,
-    collate,
-    compute_loss,
-)
-from unifusion_sam.training.config import DataSource
+from unifusion_sam.sam.training import SamEmbeddingCache, SamSamplePrep, collate_sam, sam_loss
+from unifusion_sam.training import DataSource, MixtureDataset, build_source
 
 
 def make_batches(model, steps: int, batch_size: int, pool: int) -> list:
     sources = [build_source(DataSource(task=t, options={"pool": pool}), 128, 0) for t in ("ris", "fss", "vos")]
     data = MixtureDataset(sources, [1, 1, 1], SamSamplePrep(model.transform), length=steps * batch_size,
                           batch_size=batch_size, seed=0, stage="bench", flip_prob=0.0)
-    return [collate([data[i * batch_size + j] for j in range(batch_size)]) for i in range(steps)]
+    return [collate_sam([data[i * batch_size + j] for j in range(batch_size)]) for i in range(steps)]
 
 
 def run(model, batches, cache, optimizer) -> float:
     """Seconds for one optimiser step per batch."""
     start = time.perf_counter()
     for batch in batches:
-        loss = compute_loss(model, batch, cache)["loss"]
+        loss = sam_loss(model, batch, cache)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -64,7 +57,7 @@ def main() -> None:
 
     run(model, batches[:1], None, optimizer)  # warm-up (kernels, allocator)
     uncached = run(model, batches, None, optimizer)
-    cache = TrainEmbeddingCache(capacity=10_000)
+    cache = SamEmbeddingCache(capacity=10_000)
     run(model, batches, cache, optimizer)  # first epoch: fills the cache
     cached = run(model, batches, cache, optimizer)
     print(f"SAM {args.sam} at input {args.image_size}, batch {args.batch_size}, {args.steps} steps, "

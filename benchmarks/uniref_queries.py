@@ -24,14 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import unifusion_sam
 from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
 from unifusion_sam.interface import ObjectQuery
 from unifusion_sam.metrics.region import jaccard
-from unifusion_sam.uniref import UniRefSegmenter
 
 
 @torch.no_grad()
-def diagnose(model: UniRefSegmenter, dataset: SyntheticDataset, n_videos: int, frames=(3, 6)) -> dict:
+def diagnose(model, dataset: SyntheticDataset, n_videos: int, frames=(3, 6)) -> dict:
     sensitivity, chosen, oracle, rank = [], [], [], []
     for i in range(n_videos):
         video = dataset.video(i)
@@ -77,7 +77,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     run = Path(args.run)
-    model = UniRefSegmenter.from_pretrained(run / "model").eval()
+    model = unifusion_sam.from_pretrained(run).eval()
     config = json.loads((run / "run_config.json").read_text())
     size = int(config.get("synthetic_image_size", 128))
     seed = int(config.get("eval_seed", 1000))

@@ -31,7 +31,7 @@ from video_memory import proc_status, state_bytes
 
 def build(short_side: int):
     from unifusion_sam.uniref import build_uniref
-    from unifusion_sam.uniref.config import TaskSizes
+    from unifusion_sam.uniref.modeling.config import TaskSizes
 
     torch.manual_seed(0)
     return build_uniref("uniref-r50", text={"model_name_or_path": "sentence-transformers/all-MiniLM-L6-v2"},
@@ -66,7 +66,7 @@ class Timer:
 
 
 def deformable(frames: int) -> None:
-    import unifusion_sam.uniref.deformable as deform
+    import unifusion_sam.uniref.modeling.deformable as deform
     from unifusion_sam.fusion.unifusion import UniFusion
     from unifusion_sam.inference.session import VideoSession
 

@@ -65,8 +65,8 @@ def main() -> None:
     torch.manual_seed(0)
 
     from unifusion_sam.data.synthetic import SyntheticConfig, sample_video
+    from unifusion_sam.inference import VideoSession
     from unifusion_sam.sam import build_sam, wrap_sam
-    from unifusion_sam.video import VideoSession
 
     model = wrap_sam(build_sam("tiny")).eval()
     config = SyntheticConfig(image_size=args.size, num_frames=args.frames, min_video_objects=2, max_video_objects=2,

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Run a model over seeded FSS-1000 K-shot episodes and score it (per-class foreground mIoU, FB-IoU).
 
-    python eval/evaluate_fss.py --root data/FSS-1000 --shot 1 --checkpoint me/unifusion-sam-vit-b \
-        --sam vit_b --sam-checkpoint sam_vit_b_01ec64.pth --out out/fss_1shot.json
+    python eval/evaluate_fss.py --root data/FSS-1000 --shot 1 --checkpoint outputs/vit_b \
+        --out out/fss_1shot.json             # a run folder, checkpoint folder or Hub id (+ --sam for an adapter)
     accelerate launch --num_processes 2 eval/evaluate_fss.py ...   # episodes split between processes
 
 By default every image of each of the 240 test classes is the query once (2400 episodes); the supports
@@ -17,13 +17,12 @@ from pathlib import Path
 
 from unifusion_sam.data.readers import FSS1000_SPLITS
 from unifusion_sam.evaluation import (
-    add_model_arguments,
     evaluate_fss,
     format_fss_table,
-    model_from_args,
     open_fss_reader,
 )
 from unifusion_sam.evaluation.distributed import default_state, process_device, write_json
+from unifusion_sam.loading import add_model_arguments, model_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,13 +17,12 @@ from pathlib import Path
 
 from unifusion_sam.evaluation import (
     RIS_BENCHMARKS,
-    add_model_arguments,
     evaluate_ris,
     format_ris_table,
-    model_from_args,
     open_ris_reader,
 )
 from unifusion_sam.evaluation.distributed import default_state, process_device, write_json
+from unifusion_sam.loading import add_model_arguments, model_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:

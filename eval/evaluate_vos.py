@@ -25,15 +25,14 @@ from pathlib import Path
 
 from unifusion_sam.evaluation import (
     VIDEO_BENCHMARKS,
-    add_model_arguments,
     check_text_option,
     evaluate_video_benchmark,
-    model_from_args,
     open_reader,
     score_video_results,
     write_json,
 )
 from unifusion_sam.evaluation.distributed import default_state, process_device
+from unifusion_sam.loading import add_model_arguments, model_from_args
 from unifusion_sam.metrics import format_davis_table
 
 BENCHMARKS = tuple(VIDEO_BENCHMARKS)
@@ -62,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text", default=None, help=argparse.SUPPRESS)  # only to reject it with a clear message
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--quiet", action="store_true", help="do not print the table")
-    add_model_arguments(parser, required=False)
+    add_model_arguments(parser)
     return parser
 
 

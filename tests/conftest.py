@@ -44,7 +44,7 @@ def tiny_sam_factory(text_encoder_parts):
 
     from unifusion_sam.encoders.text import TextReferenceEncoder
     from unifusion_sam.sam import UniFusionSam, build_hf_sam, build_sam, load_preset
-    from unifusion_sam.sam.config import merge_overrides
+    from unifusion_sam.sam.adapter.config import merge_overrides
 
     pristine = {}
 

@@ -35,7 +35,7 @@ def make_model(family: str, text_encoder_parts=None, **overrides):
     reuses the session's offline MiniLM (``text_encoder_parts``) when the config has one."""
     from unifusion_sam.encoders.text import TextReferenceEncoder
     from unifusion_sam.sam import UniFusionSam, load_preset
-    from unifusion_sam.sam.config import merge_overrides
+    from unifusion_sam.sam.adapter.config import merge_overrides
 
     sam = build_tiny_sam2(family)
     config = merge_overrides(load_preset("sam2-tiny"), {"sam_family": family, **overrides})

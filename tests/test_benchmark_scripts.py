@@ -25,13 +25,13 @@ def test_vos_failures_reports_drift_ceiling_and_lost_tracks(tmp_path, monkeypatc
 
     import torch
 
-    from unifusion_sam.checkpoint_io import portable_tensors, write_safetensors
+    from unifusion_sam.checkpoint.io import portable_tensors, write_safetensors
     from unifusion_sam.data.synthetic import SyntheticConfig
-    from unifusion_sam.evaluation import load_model
+    from unifusion_sam.loading import load_model
 
     torch.set_num_threads(1)
     run = tmp_path / "run"
-    model = load_model("none", "tiny", seed=0)
+    model = load_model("none", sam="tiny", seed=0)
     model.save_pretrained(run / "adapter")
     write_safetensors(portable_tensors(model.sam.state_dict()), run / "sam_tiny.safetensors", {"format": "pt"})
     bench_dir = Path(__file__).parent.parent / "benchmarks"

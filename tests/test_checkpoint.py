@@ -264,8 +264,8 @@ def test_model_card_and_metrics(tmp_path):
 
 
 def test_vit_b_card_names_the_hub_base_model(tmp_path):
-    from unifusion_sam.sam.config import load_preset
-    from unifusion_sam.sam.model_card import render_model_card
+    from unifusion_sam.sam.adapter.config import load_preset
+    from unifusion_sam.sam.adapter.model_card import render_model_card
 
     card = render_model_card(load_preset("sam-vit-b"), {}, repo_id="me/x", parts=["fusion"], num_parameters=1,
                              num_bytes=4, library_version="0")
@@ -275,7 +275,7 @@ def test_vit_b_card_names_the_hub_base_model(tmp_path):
 
 
 def test_shared_and_non_contiguous_tensors_are_saved(tmp_path):
-    from unifusion_sam.checkpoint_io import portable_tensors, write_safetensors
+    from unifusion_sam.checkpoint.io import portable_tensors, write_safetensors
 
     base = torch.arange(12.0).reshape(3, 4)
     tensors = {"a": base, "b": base, "t": base.t(), "row": base[1]}

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unifusion_sam.cli import main, read_label_file
+from unifusion_sam.cli import main
+from unifusion_sam.data.frames import read_label_file
 from unifusion_sam.data.io import davis_palette
 
 H, W = 24, 32
@@ -19,10 +20,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def adapter_dir(tmp_path_factory):
-    from unifusion_sam.evaluation import load_model
+    from unifusion_sam.loading import load_model
 
     path = tmp_path_factory.mktemp("adapter") / "ckpt"
-    load_model("none", "tiny", seed=0).save_pretrained(path)
+    load_model("none", sam="tiny", seed=0).save_pretrained(path)
     return path
 
 
@@ -129,3 +130,61 @@ def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "unifusion_sam", "--help"], capture_output=True, text=True,
                           timeout=120, check=False)
     assert proc.returncode == 0 and "segment" in proc.stdout and "track" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A training run's output folder as `make demo` writes it: the adapter and, next to it, its SAM."""
+    import torch
+    from safetensors.torch import save_file
+
+    from unifusion_sam.loading import load_model
+
+    run = tmp_path_factory.mktemp("run") / "default"
+    model = load_model("none", sam="tiny", seed=3)
+    model.save_pretrained(run / "adapter")
+    save_file({k: v.contiguous() for k, v in model.sam.state_dict().items()}, str(run / "sam_tiny.safetensors"))
+    return run, {k: v.clone() for k, v in model.adapter_state_dict().items()}, torch
+
+
+def test_every_command_takes_a_run_folder_and_defaults_to_outputs_default(inputs, tmp_path, run_dir, capsys,
+                                                                            monkeypatch):
+    run, _, _ = run_dir
+    rc = main(["track", str(inputs["frames"]), "--mask", str(inputs["first"]), "--checkpoint", str(run),
+               "--device", "cpu", "--out-dir", str(tmp_path / "t1"), "--no-gif"])
+    assert rc == 0, capsys.readouterr().err  # a run folder brings its SAM: no --sam needed
+    assert len(list((tmp_path / "t1" / "masks").glob("*.png"))) == 3
+
+    # without --checkpoint: outputs/default when it exists (as the demo does) ...
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    import shutil
+
+    shutil.copytree(run, tmp_path / "outputs" / "default")
+    rc = main(["segment", str(inputs["frames"] / "00000.jpg"), "--text", "the square", "--device", "cpu",
+               "--out-dir", str(tmp_path / "s1")])
+    assert rc == 0, capsys.readouterr().err
+    rc = main(["track", str(inputs["frames"]), "--mask", str(inputs["first"]), "--device", "cpu",
+               "--out-dir", str(tmp_path / "t2"), "--no-gif", "--no-overlays"])
+    assert rc == 0, capsys.readouterr().err
+    same = [np.array_equal(np.asarray(Image.open(tmp_path / d / "masks" / "00002.png")),
+                           np.asarray(Image.open(tmp_path / "t1" / "masks" / "00002.png"))) for d in ("t2",)]
+    assert same == [True]
+
+    # ... else a clear error that says what to do
+    shutil.rmtree(tmp_path / "outputs")
+    rc = main(["segment", str(inputs["frames"] / "00000.jpg"), "--text", "the square", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no model to load" in err and "make demo" in err and "--checkpoint" in err
+
+
+def test_from_pretrained_of_a_run_folder_gives_the_saved_adapter_on_its_sam(run_dir):
+    import unifusion_sam
+
+    run, saved, torch = run_dir
+    model = unifusion_sam.from_pretrained(run)
+    assert model.config.sam_size == "tiny"
+    for k, v in model.adapter_state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    with pytest.raises(ValueError, match="only applies to an untrained model"):
+        unifusion_sam.load_model(run, preset="sam-tiny")  # a saved checkpoint carries its own config

@@ -35,7 +35,7 @@ from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset  # no
 from unifusion_sam.demo import DemoConfig  # noqa: E402
 from unifusion_sam.demo.app import launch  # noqa: E402
 from unifusion_sam.demo.loading import load_demo_model  # noqa: E402
-from unifusion_sam.evaluation.loading import add_model_arguments  # noqa: E402
+from unifusion_sam.loading import add_model_arguments  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SHOTS = Path("/tmp/demo_shots")
@@ -67,7 +67,7 @@ def url(tmp_path_factory):
     import argparse
 
     parser = argparse.ArgumentParser()
-    add_model_arguments(parser, default_device="cpu", required=False)
+    add_model_arguments(parser, default_device="cpu")
     served = load_demo_model(parser.parse_args([]), DemoConfig(default_run=str(tmp_path_factory.mktemp("no-run"))))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,14 +7,15 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from unifusion_sam.cli import DEMO_HINT, main
 from unifusion_sam.data.io import davis_palette, save_palette_png
 from unifusion_sam.demo import DemoConfig, handlers
 from unifusion_sam.demo.inputs import DemoError, editor_labels, editor_mask, open_video
-from unifusion_sam.demo.loading import DemoModel, describe, load_demo_model, resolve_model_args, run_dir_parts
-from unifusion_sam.evaluation import load_model
+from unifusion_sam.demo.loading import load_demo_model, resolve_demo_args
+from unifusion_sam.loading import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 H, W = 40, 56
@@ -22,7 +23,7 @@ H, W = 40, 56
 
 @pytest.fixture(scope="module")
 def models():
-    return {"sam": load_model("none", "tiny", seed=0), "uniref": load_model("none", None, adapter="uniref-small", seed=0)}
+    return {"sam": load_model("none", sam="tiny", seed=0), "uniref": load_model("none", preset="uniref-small", seed=0)}
 
 
 @pytest.fixture(params=["sam", "uniref"])
@@ -264,43 +265,40 @@ def test_track_bad_input(models, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- loading and CLI
-def test_resolve_model_args(tmp_path):
+def test_resolve_demo_args(tmp_path):
     missing = DemoConfig(default_run=str(tmp_path / "nothing"))
-    args, notice = resolve_model_args(_args(), missing)
+    args, notice = resolve_demo_args(_args(), missing)
     assert (args.checkpoint, args.sam) == ("none", "tiny") and "No trained model" in notice
-    assert resolve_model_args(_args(adapter="uniref-small"), missing) == (_args(checkpoint="none", adapter="uniref-small"), None)
+    assert resolve_demo_args(_args(adapter="uniref-small"), missing) == (_args(checkpoint="none", adapter="uniref-small"), None)
     run = tmp_path / "run"
     (run / "adapter").mkdir(parents=True)
     (run / "adapter" / "adapter_config.json").write_text("{}")
-    with pytest.raises(ValueError, match="give --sam"):
-        resolve_model_args(_args(checkpoint=str(run)))
-    (run / "sam_lite0.safetensors").write_bytes(b"")
-    args, notice = resolve_model_args(_args(), DemoConfig(default_run=str(run)))
-    assert args.checkpoint == str(run / "adapter") and args.sam == str(run / "sam_lite0.safetensors") and notice is None
-    assert resolve_model_args(_args(checkpoint=str(run), sam="tiny"))[0].sam == "tiny"  # --sam wins
-    (tmp_path / "uniref" / "model").mkdir(parents=True)
-    (tmp_path / "uniref" / "model" / "config.json").write_text("{}")
-    assert run_dir_parts(tmp_path / "uniref") == (str(tmp_path / "uniref" / "model"), None)
-    assert run_dir_parts(tmp_path / "uniref" / "model") is None and run_dir_parts(tmp_path / "nothing") is None
+    args, notice = resolve_demo_args(_args(), DemoConfig(default_run=str(run)))
+    assert args.checkpoint == str(run) and notice is None  # the default run, when it holds a model
+    assert resolve_demo_args(_args(checkpoint=str(run), sam="tiny"))[0].sam == "tiny"  # --sam is kept for the loader
 
 
 def test_load_demo_model_from_run_folders(tmp_path):
     from safetensors.torch import save_file
 
     run = tmp_path / "run"
-    model = load_model("none", "tiny", seed=0)
+    model = load_model("none", sam="tiny", seed=0)
     model.save_pretrained(run / "adapter")
+    with pytest.raises(ValueError, match="give the SAM it was trained on"):
+        load_demo_model(_args(checkpoint=str(run)))
     save_file({k: v.contiguous() for k, v in model.sam.state_dict().items()}, str(run / "sam_tiny.safetensors"))
     served = load_demo_model(_args(checkpoint=str(run)))
     assert served.family == "sam" and served.supports_points and served.notice is None
-    assert served.description == f"UniFusion-SAM: adapter `{run / 'adapter'}` on SAM `{run / 'sam_tiny.safetensors'}`"
-    load_model("none", None, adapter="uniref-small", seed=0).save_pretrained(tmp_path / "uniref" / "model")
+    assert served.description == f"UniFusion-SAM: adapter `{run}` on SAM `tiny`"
+    state = {k: v for k, v in served.model.adapter_state_dict().items()}
+    for k, v in model.adapter_state_dict().items():
+        assert torch.equal(state[k], v), k
+    load_model("none", preset="uniref-small", seed=0).save_pretrained(tmp_path / "uniref" / "model")
     served = load_demo_model(_args(checkpoint=str(tmp_path / "uniref")))
     assert served.family == "uniref" and not served.supports_points
-    assert describe(_args(checkpoint="none", adapter="uniref-small"), "uniref") == \
-        "UniRef++ full model: untrained `uniref-small` preset"
-    with pytest.raises(ValueError, match="family"):
-        DemoModel(None, "other", "")
+    assert served.description == f"full UniRef++ model `{tmp_path / 'uniref'}`"
+    served = load_demo_model(_args(checkpoint="none", adapter="uniref-small"))
+    assert served.description == "untrained full UniRef++ model"
 
 
 def test_demo_config_checks():

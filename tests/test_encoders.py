@@ -197,3 +197,16 @@ def test_mask_encoder_auto_compute_uses_bfloat16_only_where_native(monkeypatch):
             assert torch.equal(enc(image, mask, visual)[0].float(), outs[True])
     with pytest.raises(ValueError, match="float16"):
         MaskEncoderConfig(compute_dtype="float16")
+
+
+def test_loading_the_text_encoder_prints_nothing(capfd):
+    """transformers' "Loading weights" bar is silenced around the load, and its setting restored."""
+    from transformers.utils import logging as hf_logging
+
+    from unifusion_sam.encoders.text import TextEncoderConfig, TextReferenceEncoder
+
+    assert hf_logging.is_progress_bar_enabled()
+    TextReferenceEncoder(TextEncoderConfig(dim=32))
+    out, err = capfd.readouterr()
+    assert "Loading weights" not in out + err and (out + err).strip() == "", out + err
+    assert hf_logging.is_progress_bar_enabled()

@@ -29,11 +29,11 @@ from unifusion_sam.evaluation import (
     check_text_option,
     evaluate_fss,
     evaluate_video_benchmark,
-    load_model,
     run_ris,
     score_video_results,
 )
 from unifusion_sam.evaluation.ris import ris_meter
+from unifusion_sam.loading import load_model
 from unifusion_sam.metrics import FSSMeter, RISMeter, score_davis_results
 from unifusion_sam.metrics.davis import SUMMARY_KEYS
 
@@ -80,13 +80,13 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def adapter_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("adapter") / "untrained-tiny"
-    load_model("none", "tiny", seed=0).save_pretrained(path)
+    load_model("none", sam="tiny", seed=0).save_pretrained(path)
     return path
 
 
 @pytest.fixture(scope="module")
 def model(adapter_dir):
-    return load_model(str(adapter_dir), "tiny", seed=0)
+    return load_model(str(adapter_dir), sam="tiny", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -273,13 +273,13 @@ def test_missing_root_names_the_path(script, tmp_path, model_args, capsys):
 
 
 def test_model_loading_errors_name_the_path(tmp_path):
-    with pytest.raises(DataError, match="adapter checkpoint not found") as info:
-        load_model(str(tmp_path / "nothing" / "here"), "tiny")
+    with pytest.raises(FileNotFoundError, match="does not exist") as info:
+        load_model(str(tmp_path / "nothing" / "here"), sam="tiny")
     assert str(tmp_path / "nothing" / "here") in str(info.value)
     with pytest.raises(DataError, match="SAM checkpoint not found"):
-        load_model("none", str(tmp_path / "sam_vit_b.pth"))
+        load_model("none", sam=str(tmp_path / "sam_vit_b.pth"))
     with pytest.raises(ValueError, match="disagree"):
-        load_model("none", "tiny", sam_size="vit_b")
+        load_model("none", sam="tiny", sam_size="vit_b")
 
 
 def test_sam_weights_path_infers_the_size(tmp_path):
@@ -288,7 +288,7 @@ def test_sam_weights_path_infers_the_size(tmp_path):
     torch.manual_seed(3)
     sam = build_sam("tiny", image_size=128)
     torch.save(sam.state_dict(), tmp_path / "tiny.pth")
-    model = load_model("none", str(tmp_path / "tiny.pth"))
+    model = load_model("none", sam=str(tmp_path / "tiny.pth"))
     assert model.config.sam_size == "tiny" and model.image_size == 128
     assert torch.equal(model.sam.image_encoder.pos_embed, sam.image_encoder.pos_embed)
 
@@ -364,7 +364,7 @@ def test_unsupervised_protocol_matches_proposals_to_objects(tmp_path):
 def test_runners_take_a_full_uniref_model_without_sam(data, tmp_path):
     """A saved UniRef++ folder is a --checkpoint of its own: DAVIS and RIS run through the same runners."""
     uniref_dir = tmp_path / "uniref-small"
-    load_model("none", None, adapter="uniref-small", seed=0).save_pretrained(uniref_dir)
+    load_model("none", preset="uniref-small", seed=0).save_pretrained(uniref_dir)
     args = ["--checkpoint", str(uniref_dir), "--seed", "0", "--device", "cpu", "--no-progress", "--quiet"]
     rc = _script("evaluate_vos").main(["--benchmark", "davis2017", "--root", str(data / "DAVIS"), "--results",
                                        str(tmp_path / "res"), "--out", str(tmp_path / "davis.json"), *args])
@@ -375,4 +375,4 @@ def test_runners_take_a_full_uniref_model_without_sam(data, tmp_path):
                                        "--out", str(tmp_path / "ris.json"), *args])
     assert rc == 0 and json.loads((tmp_path / "ris.json").read_text())["num_sentences"] == 2
     with pytest.raises(ValueError, match="full UniRef\\+\\+ model"):
-        load_model(str(uniref_dir), "tiny")
+        load_model(str(uniref_dir), sam="tiny")

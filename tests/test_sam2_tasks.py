@@ -22,9 +22,9 @@ from test_sam_predict import _perturb_references, disc_mask
 from test_sam_training import make_batch, mixed_samples, overfit
 from test_video_session import _footprint, make_video
 
+from unifusion_sam.inference import VideoSession
 from unifusion_sam.losses import segmentation_loss
 from unifusion_sam.sam import UniFusionSam, build_sam, wrap_sam
-from unifusion_sam.video import VideoSession
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from fixtures_sam2 import FAMILIES, HAS_SAM2, build_tiny_sam2, make_model, needs
 from unifusion_sam.encoders import MaskReferenceEncoder
 from unifusion_sam.fusion import ReferenceTokens, UniFusion
 from unifusion_sam.sam import SAM2_SPECS, build_hf_sam, list_presets, load_preset, wrap_sam
-from unifusion_sam.sam.build_sam2 import sam2_name_from_state
+from unifusion_sam.sam.specs import sam2_name_from_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -248,8 +248,8 @@ def test_hf_sizes_and_any_input_size():
 def test_meta_registry_names_and_checkpoint_size_detection(tmp_path):
     from safetensors.torch import save_file
 
-    from unifusion_sam.evaluation.loading import build_sam_from_option
     from unifusion_sam.sam import build_sam
+    from unifusion_sam.sam.builders.options import build_sam_from_option
 
     sam = build_tiny_sam2("meta_sam2")
     assert sam2_name_from_state(sam.state_dict()) == "sam2_tiny"

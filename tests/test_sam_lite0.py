@@ -14,7 +14,7 @@ from unifusion_sam.encoders.efficientnet_lite import (
     pretrained_lite0,
 )
 from unifusion_sam.sam import build_sam, wrap_sam
-from unifusion_sam.training import StandInConfig, pretrain_image_encoder
+from unifusion_sam.sam.builders.stand_in import StandInConfig, pretrain_image_encoder
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -163,7 +163,7 @@ def test_random_lite0_is_a_plain_network():
 def test_eval_loader_reads_a_saved_lite0_sam_by_path_or_name(tmp_path):
     from safetensors.torch import save_file
 
-    from unifusion_sam.evaluation.loading import build_sam_from_option
+    from unifusion_sam.sam.builders.options import build_sam_from_option
 
     torch.manual_seed(0)
     sam = build_sam("lite0")
@@ -177,7 +177,7 @@ def test_eval_loader_reads_a_saved_lite0_sam_by_path_or_name(tmp_path):
 
 # ------------------------------------------------------------------ lite0_hr: SAM 2's high-resolution maps
 def test_high_res_packing_is_exact_and_checked():
-    from unifusion_sam.sam.high_res import pack_high_res, unpack_high_res
+    from unifusion_sam.sam.backends.high_res import pack_high_res, unpack_high_res
 
     s4, s8, emb = torch.randn(2, 32, 64, 64), torch.randn(2, 64, 32, 32), torch.randn(2, 256, 16, 16)
     packed = pack_high_res(s4, s8, emb)
@@ -193,7 +193,7 @@ def test_high_res_packing_is_exact_and_checked():
 def test_lite0_hr_sam_predicts_what_sam_predictor_predicts_and_uses_its_maps():
     from segment_anything import SamPredictor
 
-    from unifusion_sam.sam.high_res import HighResMaskDecoder
+    from unifusion_sam.sam.backends.high_res import HighResMaskDecoder
 
     torch.manual_seed(0)
     sam = build_sam("lite0_hr")
@@ -244,8 +244,8 @@ def test_stand_in_trains_the_neck_and_high_res_projections_of_lite0_hr():
 def test_eval_loader_tells_lite0_hr_weights_from_lite0(tmp_path):
     from safetensors.torch import save_file
 
-    from unifusion_sam.evaluation.loading import build_sam_from_option
-    from unifusion_sam.sam.wrap import default_preset_for
+    from unifusion_sam.sam.adapter.wrap import default_preset_for
+    from unifusion_sam.sam.builders.options import build_sam_from_option
 
     sam = build_sam("lite0_hr")
     path = tmp_path / "sam_lite0_hr.safetensors"

@@ -11,8 +11,7 @@ from test_sam_training import make_batch, mixed_samples
 
 from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
 from unifusion_sam.sam import SamBatch
-from unifusion_sam.training import collate
-from unifusion_sam.training.samples import prepare
+from unifusion_sam.sam.training import collate_sam, prepare_sam_sample
 
 
 @pytest.mark.parametrize("family", ["meta", "hf"])
@@ -62,7 +61,7 @@ def test_collate_marks_video_samples_as_tracking(tiny_models):
     tf = tiny_models["meta"].transform
     samples = [SyntheticDataset("train", task, 4, cfg)[0] for task in ("ris", "fss", "vos", "rvos")]
     pseudo = replace(SyntheticDataset("train", "ris", 4, cfg)[1], task="pseudo_vos")  # two views of one image
-    batch = collate([prepare(s, tf, rng, flip_prob=0.0) for s in samples + [pseudo]])
+    batch = collate_sam([prepare_sam_sample(s, tf, rng, flip_prob=0.0) for s in samples + [pseudo]])
     assert batch.batch.tracking.tolist() == [False, False, True, True, True]
 
 
@@ -149,7 +148,7 @@ def test_pooled_references_have_a_quarter_of_the_tokens_and_keys_get_their_own_g
 
 def test_reference_pool_must_divide_the_grid():
     from unifusion_sam.sam import load_preset
-    from unifusion_sam.sam.config import merge_overrides
+    from unifusion_sam.sam.adapter.config import merge_overrides
 
     config = load_preset("sam-tiny")
     for bad in (0, -2, 1.5):

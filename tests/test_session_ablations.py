@@ -19,8 +19,8 @@ import torch
 from test_video_session import OracleNet, make_video
 
 from unifusion_sam.data.synthetic import SyntheticConfig
+from unifusion_sam.evaluation.synthetic import score_videos
 from unifusion_sam.inference.session import MASK_REFS, RVOS_REFS, VideoSession
-from unifusion_sam.training.evaluate import score_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,7 +162,7 @@ def real_model(request, tiny_sam_factory, text_encoder_parts):
         return tiny_sam_factory("meta")
     from unifusion_sam.encoders.text import TextReferenceEncoder
     from unifusion_sam.uniref import build_uniref
-    from unifusion_sam.uniref.config import load_uniref_preset
+    from unifusion_sam.uniref.modeling.config import load_uniref_preset
 
     config = load_uniref_preset("uniref-small")
     tokenizer, backbone = text_encoder_parts
@@ -256,11 +256,11 @@ def _benchmark():
 
 
 def test_benchmark_writes_both_tables_json_for_a_saved_run(tmp_path, monkeypatch, capsys):
-    from unifusion_sam.checkpoint_io import portable_tensors, write_safetensors
-    from unifusion_sam.evaluation import load_model
+    from unifusion_sam.checkpoint.io import portable_tensors, write_safetensors
+    from unifusion_sam.loading import load_model
 
     run = tmp_path / "run"
-    model = load_model("none", "tiny", seed=0)
+    model = load_model("none", sam="tiny", seed=0)
     model.save_pretrained(run / "adapter")
     write_safetensors(portable_tensors(model.sam.state_dict()), run / "sam_tiny.safetensors", {"format": "pt"})
     bench = _benchmark()
@@ -280,5 +280,5 @@ def test_benchmark_writes_both_tables_json_for_a_saved_run(tmp_path, monkeypatch
     printed = capsys.readouterr().out
     assert "Table 9" in printed and "Table 7" in printed and "language + mask" in printed
 
-    with pytest.raises(SystemExit, match="neither model/config.json"):
+    with pytest.raises(SystemExit, match="does not exist.*make demo"):
         bench.main(["--run", str(tmp_path / "missing"), "--no-progress"])

@@ -9,9 +9,12 @@ import torch
 from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
 from unifusion_sam.data.synthetic.shapes import COLOURS, SHAPE_CLASSES
 from unifusion_sam.sam import build_sam
-from unifusion_sam.sam.transforms import SamTransform
-from unifusion_sam.training import StandInConfig, TrainConfig, apply_overrides, pretrain_image_encoder
-from unifusion_sam.training.stand_in import MAX_INSTANCES, DenseHead, SceneTargets, Targets, stand_in_loss
+from unifusion_sam.sam.backends.transforms import SamTransform
+from unifusion_sam.sam.builders import save_sam
+from unifusion_sam.sam.builders.stand_in import StandInConfig, pretrain_image_encoder
+from unifusion_sam.sam.builders.stand_in.pretrain import MAX_INSTANCES, DenseHead, SceneTargets, Targets, stand_in_loss
+from unifusion_sam.sam.training import SamTrainConfig, pretrain_stand_in
+from unifusion_sam.training import apply_overrides
 
 SYN = SyntheticConfig(seed=3, image_size=(64, 64))
 
@@ -139,11 +142,11 @@ def test_zero_steps_changes_nothing_and_bad_input_is_rejected():
 
 def test_stand_in_config_in_the_training_config(tmp_path):
     default = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "default.yaml"
-    cfg = TrainConfig.from_yaml(default)
+    cfg = SamTrainConfig.from_yaml(default)
     assert cfg.stand_in.steps > 0 and cfg.sam_checkpoint is None  # the offline default pre-trains its random SAM
     cfg = apply_overrides(cfg, {"stand_in.steps": "5", "stand_in.lr": "2e-3"})
     assert cfg.stand_in == StandInConfig(steps=5, lr=2e-3, decoder_weight=1.0)  # the default's decoder term
-    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    assert SamTrainConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ValueError, match="stand_in.stepz"):
         apply_overrides(cfg, {"stand_in.stepz": "5"})
     with pytest.raises(ValueError, match="batch_size"):
@@ -167,10 +170,10 @@ def test_recipe_skips_the_stand_in_for_a_pretrained_sam(tmp_path, capsys):
 
     ckpt = tmp_path / "sam.safetensors"
     sam = build_sam("tiny")
-    recipe.save_sam(sam, ckpt)
+    save_sam(sam, ckpt)
     before = {k: v.clone() for k, v in sam.state_dict().items()}
-    cfg = apply_overrides(TrainConfig.from_yaml(recipe.DEFAULT_CONFIG), {"sam_checkpoint": str(ckpt)})
-    assert recipe.pretrain_stand_in(Acc(), sam, cfg, tmp_path / "out") is None
+    cfg = apply_overrides(SamTrainConfig.from_yaml(recipe.DEFAULT_CONFIG), {"sam_checkpoint": str(ckpt)})
+    assert pretrain_stand_in(Acc(), sam, cfg, tmp_path / "out") is None
     assert "ignored" in capsys.readouterr().out
     assert all(torch.equal(v, sam.state_dict()[k]) for k, v in before.items())
     assert not (tmp_path / "out").exists()

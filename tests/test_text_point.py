@@ -8,11 +8,11 @@ import torch
 
 from unifusion_sam.data.synthetic import SyntheticConfig, SyntheticDataset
 from unifusion_sam.sam import build_sam, wrap_sam
-from unifusion_sam.sam.batch import SamBatch
-from unifusion_sam.sam.grounding import TextPointHead, positive_point_embedding, text_point_loss
-from unifusion_sam.sam.transforms import SamTransform
-from unifusion_sam.training import StandInConfig, pretrain_image_encoder
-from unifusion_sam.training.stand_in import SceneTargets, point_prompt_loss
+from unifusion_sam.sam.adapter.batch import SamBatch
+from unifusion_sam.sam.adapter.grounding import TextPointHead, positive_point_embedding, text_point_loss
+from unifusion_sam.sam.backends.transforms import SamTransform
+from unifusion_sam.sam.builders.stand_in import StandInConfig, pretrain_image_encoder
+from unifusion_sam.sam.builders.stand_in.pretrain import SceneTargets, point_prompt_loss
 
 
 def test_label_embedding_is_sams_positive_point():

@@ -8,7 +8,8 @@ import torch
 import yaml
 
 import unifusion_sam.config
-from unifusion_sam.training import TrainConfig, apply_overrides, resolve_mixed_precision
+from unifusion_sam.sam.training import SamEmbeddingCache, SamTrainConfig
+from unifusion_sam.training import apply_overrides, parse_config, resolve_mixed_precision
 from unifusion_sam.training.config import DataSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
@@ -18,11 +19,11 @@ DEFAULT = Path(recipe.DEFAULT_CONFIG)
 
 
 def test_default_config_loads_and_overrides():
-    cfg = recipe.parse_config(["--max_steps", "7", "--image.lr", "1e-3", "--stage", "image", "--output_dir", "x"])
+    cfg = parse_config(SamTrainConfig, DEFAULT, ["--max_steps", "7", "--image.lr", "1e-3", "--stage", "image", "--output_dir", "x"])
     assert cfg.max_steps == 7 and cfg.image.lr == 1e-3 and cfg.stage == "image" and cfg.output_dir == "x"
     assert [name for name, _ in cfg.stages()] == ["image"]
     assert cfg.stages()[0][1].steps == 7
-    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    assert SamTrainConfig.from_json(cfg.to_json()) == cfg
 
 
 def test_unknown_keys_are_errors(tmp_path):
@@ -31,11 +32,11 @@ def test_unknown_keys_are_errors(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ValueError, match="learning_rate"):
-        recipe.parse_config(["--config", str(path)])
+        parse_config(SamTrainConfig, DEFAULT, ["--config", str(path)])
     with pytest.raises(ValueError, match="unknown config key 'image.lrr'"):
-        apply_overrides(TrainConfig.from_yaml(DEFAULT), {"image.lrr": "1"})
+        apply_overrides(SamTrainConfig.from_yaml(DEFAULT), {"image.lrr": "1"})
     with pytest.raises(SystemExit):  # argparse rejects an unknown flag
-        recipe.parse_config(["--no_such_flag", "1"])
+        parse_config(SamTrainConfig, DEFAULT, ["--no_such_flag", "1"])
 
 
 def test_missing_dataset_path_is_an_error(tmp_path):
@@ -59,19 +60,19 @@ def test_auto_mixed_precision_picks_bf16_only_where_it_is_native(monkeypatch):
     with pytest.raises(ValueError, match="fp8"):
         resolve_mixed_precision("fp8")
     # YAML reads a bare `no` as false: from a file or the command line it still means float32
-    assert apply_overrides(TrainConfig.from_yaml(DEFAULT), {"mixed_precision": "no"}).mixed_precision == "no"
-    assert TrainConfig.from_dict({**TrainConfig.from_yaml(DEFAULT).to_dict(), "mixed_precision": False}).mixed_precision == "no"
+    assert apply_overrides(SamTrainConfig.from_yaml(DEFAULT), {"mixed_precision": "no"}).mixed_precision == "no"
+    assert SamTrainConfig.from_dict({**SamTrainConfig.from_yaml(DEFAULT).to_dict(), "mixed_precision": False}).mixed_precision == "no"
 
 
 def test_all_zero_ratios_are_an_error():
     with pytest.raises(ValueError, match="ratios are all zero"):
-        apply_overrides(TrainConfig.from_yaml(DEFAULT), {}).image.__class__(
+        apply_overrides(SamTrainConfig.from_yaml(DEFAULT), {}).image.__class__(
             steps=5, data=[{"kind": "synthetic", "task": "ris", "ratio": 0}, {"kind": "synthetic", "task": "fss", "ratio": 0}]
         )
 
 
 def test_bad_values_are_errors():
-    cfg = TrainConfig.from_yaml(DEFAULT)
+    cfg = SamTrainConfig.from_yaml(DEFAULT)
     with pytest.raises(ValueError, match="mixed_precision"):
         apply_overrides(cfg, {"mixed_precision": "fp8"})
     with pytest.raises(ValueError, match="stage"):
@@ -107,10 +108,9 @@ class _CountingEncoder:
 def test_embedding_cache_is_bounded_by_images_and_bytes():
     import torch
 
-    from unifusion_sam.training import TrainEmbeddingCache
 
     model = _CountingEncoder()
-    cache = TrainEmbeddingCache(capacity=100, max_bytes=3 * 1024)  # room for three 1 KiB embeddings
+    cache = SamEmbeddingCache(capacity=100, max_bytes=3 * 1024)  # room for three 1 KiB embeddings
     pixels = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 3, 2, 2)
     keys = [f"img{i}" for i in range(5)]
     first = cache.embed(model, pixels, keys)
@@ -119,10 +119,10 @@ def test_embedding_cache_is_bounded_by_images_and_bytes():
     assert model.calls == 5 and cache.hits == 3 and torch.equal(again, first[2:])
     cache.embed(model, pixels[:1], keys[:1])  # evicted earlier: encoded again
     assert model.calls == 6 and len(cache) == 3
-    by_count = TrainEmbeddingCache(capacity=2)
+    by_count = SamEmbeddingCache(capacity=2)
     by_count.embed(model, pixels, keys)
     assert len(by_count) == 2
     with pytest.raises(ValueError, match="capacity"):
-        TrainEmbeddingCache(capacity=-1)
+        SamEmbeddingCache(capacity=-1)
     with pytest.raises(ValueError, match="embedding_cache_gb"):
-        apply_overrides(TrainConfig.from_yaml(DEFAULT), {"embedding_cache_gb": -1.0})
+        apply_overrides(SamTrainConfig.from_yaml(DEFAULT), {"embedding_cache_gb": -1.0})

@@ -20,7 +20,7 @@ from unifusion_sam.encoders.text import TextReferenceEncoder
 from unifusion_sam.fusion.unifusion import ReferenceTokens, UniFusion, UniFusionConfig
 from unifusion_sam.interface import ObjectQuery
 from unifusion_sam.uniref import UniRefSegmenter, build_uniref, load_uniref_preset
-from unifusion_sam.uniref.deformable import MSDeformAttn
+from unifusion_sam.uniref.modeling.deformable import MSDeformAttn
 
 
 @pytest.fixture(scope="module")
@@ -241,14 +241,17 @@ def test_from_pretrained_builds_the_right_family(small, tmp_path, tiny_sam_facto
         unifusion_sam.from_pretrained(tmp_path / "uniref", sam=object())
     adapter = tiny_sam_factory("meta")
     adapter.save_pretrained(tmp_path / "adapter")
-    with pytest.raises(TypeError, match="UniFusion-SAM adapter: pass the SAM"):
+    with pytest.raises(TypeError, match="UniFusion-SAM adapter: give the SAM it was trained on"):
         unifusion_sam.from_pretrained(tmp_path / "adapter")
     loaded = unifusion_sam.from_pretrained(tmp_path / "adapter", sam=copy.deepcopy(adapter.sam))
     assert type(loaded).__name__ == "UniFusionSam"
     assert isinstance(loaded, ReferenceSegmenter) and isinstance(small, ReferenceSegmenter)  # one contract
     assert not isinstance(object(), ReferenceSegmenter)
-    with pytest.raises(FileNotFoundError, match="neither config.json"):
-        unifusion_sam.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="not exactly one sam_<size>.safetensors"):
+        unifusion_sam.from_pretrained(tmp_path)  # adapter/ inside: a run folder, but without its SAM
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder.*adapter_config.json.*config.json"):
+        unifusion_sam.from_pretrained(tmp_path / "empty")
 
 
 def test_hub_id_loads_offline_from_the_hf_cache_and_push_uploads_every_file(small, clip, tmp_path):

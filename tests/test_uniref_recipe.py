@@ -232,7 +232,7 @@ def test_boxinst_drives_the_mask_toward_the_box():
     from unifusion_sam.training.sources import mask_boxes
 
     model = _tiny_model(backbone="resnet18", pixel_mean=(123.675, 116.28, 103.53), pixel_std=(58.395, 57.12, 57.375))
-    family = UniRefTrainFamily(model.config)
+    family = UniRefTrainFamily.for_model(model)
     prep = family.sample_prep("det", StageConfig(data=[DataSource()], min_sizes=(64,)))
     scenes = SyntheticDataset("train", "ris", 2, SyntheticConfig(image_size=(64, 64)))
     samples = []
@@ -291,7 +291,7 @@ def test_a_few_dozen_steps_drive_each_task_loss_down(task, text_encoder_parts):
     torch.manual_seed(0)
     model = build_uniref(config, text_encoder=TextReferenceEncoder(config.text, backbone=copy.deepcopy(backbone),
                                                                      tokenizer=tokenizer))
-    family = UniRefTrainFamily(model.config)
+    family = UniRefTrainFamily.for_model(model)
     source = build_source(DataSource(kind="synthetic", task=task), 64, 0)
     prep = family.sample_prep(task, StageConfig(data=[DataSource()], min_sizes=(64,)))
     batch = collate_uniref([prep(source.sample(np.random.default_rng(i)), np.random.default_rng(i), 0.0) for i in range(2)])

@@ -20,7 +20,7 @@ import torch
 
 from unifusion_sam.uniref import reference_check
 from unifusion_sam.uniref.convert import PREFIX_BACKBONE, _backbone_key
-from unifusion_sam.uniref.swin import SwinBackbone
+from unifusion_sam.uniref.modeling.swin import SwinBackbone
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 R50 = REFERENCE / "uniref_r50"

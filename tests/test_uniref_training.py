@@ -15,10 +15,10 @@ from unifusion_sam.data.synthetic import SyntheticConfig, sample_video
 from unifusion_sam.encoders.text import TextReferenceEncoder
 from unifusion_sam.interface import ObjectQuery
 from unifusion_sam.uniref import build_uniref, load_uniref_preset
-from unifusion_sam.uniref.config import TaskSizes
-from unifusion_sam.uniref.criterion import LayerOutput, Target, UniRefCriterion, base_name
-from unifusion_sam.uniref.matcher import candidate_regions, hungarian_match, simota_match
-from unifusion_sam.uniref.model import layer_outputs
+from unifusion_sam.uniref.losses.criterion import LayerOutput, Target, UniRefCriterion, base_name
+from unifusion_sam.uniref.losses.matcher import candidate_regions, hungarian_match, simota_match
+from unifusion_sam.uniref.modeling.config import TaskSizes
+from unifusion_sam.uniref.modeling.model import layer_outputs
 
 
 def _boxes(*rows):
@@ -134,7 +134,13 @@ def test_a_few_steps_drive_the_losses_down_on_a_fixed_batch(text_encoder_parts):
 
 # ------------------------------------------------------------------ BoxInst (box-only data)
 def test_boxinst_terms_on_hand_made_cases():
-    from unifusion_sam.uniref.boxinst import box_masks, color_similarity, pairwise_term, projection_term, valid_region
+    from unifusion_sam.uniref.losses.boxinst import (
+        box_masks,
+        color_similarity,
+        pairwise_term,
+        projection_term,
+        valid_region,
+    )
 
     boxes = box_masks(torch.tensor([[8.0, 4.0, 23.0, 19.0]]), (32, 32))
     assert boxes.sum() == 16 * 16 and boxes[0, 4, 8] == 1 and boxes[0, 20, 8] == 0
@@ -157,7 +163,7 @@ def test_boxinst_terms_on_hand_made_cases():
 def test_boxinst_losses_prefer_the_box_and_replace_the_mask_terms():
     """On box-only targets the criterion computes BoxInst's terms (not the mask losses), counting its calls
     for the pairwise warm-up; among hand-made masks the box itself scores lowest."""
-    from unifusion_sam.uniref.boxinst import boxinst_losses, color_similarity, valid_region
+    from unifusion_sam.uniref.losses.boxinst import boxinst_losses, color_similarity, valid_region
 
     box = torch.zeros(1, 16, 24)
     box[:, 4:12, 6:16] = 1

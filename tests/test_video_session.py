@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from unifusion_sam.data.synthetic import SyntheticConfig, VideoSpec, sample_video
 from unifusion_sam.encoders.text import TextFeatures
 from unifusion_sam.fusion.unifusion import ReferenceTokens
+from unifusion_sam.inference import SIGMA_PRESETS, VideoSession, resolve_sigma
 from unifusion_sam.interface import Decoded, MaskReference, MaskResult
-from unifusion_sam.sam.transforms import SamTransform
-from unifusion_sam.video import SIGMA_PRESETS, VideoSession, resolve_sigma
+from unifusion_sam.sam.backends.transforms import SamTransform
 
 C = 8  # stub channels: what each one carries
 ID, FRAME, AREA, TEXT = 0, 1, 2, 3

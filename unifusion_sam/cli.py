@@ -1,5 +1,6 @@
 """``unifusion-sam``: segment an image or track objects through a video from a sentence, masks or points.
 
+    unifusion-sam segment photo.jpg --text "the dog on the left"             # the model `make demo` trained
     unifusion-sam segment photo.jpg --text "the dog on the left" --checkpoint me/unifusion-sam-vit-b \
         --sam vit_b --sam-checkpoint sam_vit_b_01ec64.pth
     unifusion-sam segment query.jpg --ref-image a.jpg --ref-mask a.png --ref-image b.jpg --ref-mask b.png ...
@@ -13,7 +14,9 @@
 ``segment`` writes ``<stem>_mask.png`` (0/255) and ``<stem>_overlay.png``. ``track`` writes one palette
 PNG per frame (``masks/<frame>.png``, ids = objects), overlays (``overlays/<frame>.png``) and
 ``track.gif``. ``--mask`` is a palette PNG (its indices are the object ids) or a 0/255 mask (one object).
-``--checkpoint none`` runs an untrained adapter (``--adapter uniref-small``: an untrained full model); ``--sam
+Every command names its model the same way (:mod:`unifusion_sam.loading`): ``--checkpoint`` is a checkpoint
+folder of any family, a training run's output folder or a Hub id, and defaults to ``outputs/default`` (``make
+demo``'s run) when that exists. ``--checkpoint none`` runs an untrained adapter (``--adapter uniref-small``: an untrained full model); ``--sam
 tiny`` is a small random SAM (for trying things out). A full UniRef++ checkpoint needs no ``--sam``.
 ``convert-uniref`` reads the authors' released checkpoint (tensors only, nothing else is unpickled),
 maps every key strictly and writes this library's ``save_pretrained`` format.
@@ -26,9 +29,8 @@ tiny SAM, and says so on the page.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +38,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import visualize
-from .data.io import DataError, load_binary_mask, load_label_map, load_rgb
+from .data.frames import open_frames, read_label_file
+from .data.io import DataError, load_rgb
 from .data.writers import DavisWriter
-from .evaluation.loading import add_model_arguments, model_from_args
+from .loading import add_model_arguments, model_from_args
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VIDEO_HINT = 'reading video files needs imageio with ffmpeg: pip install "unifusion-sam[video]"'
 DEMO_HINT = 'the web demo needs gradio: pip install "unifusion-sam[demo]"'
 GIF_MAX_SIDE = 320
 
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "tiny SAM; --sam / --adapter alone mean --checkpoint none.")
     web.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     web.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
-    add_model_arguments(web, default_device=default_device, required=False)
+    add_model_arguments(web, default_device=default_device)
     return parser
 
 
@@ -121,61 +122,11 @@ def _cuda() -> bool:
 
 
 # ----------------------------------------------------------------------------------------- inputs
-def read_label_file(path: str | os.PathLike) -> np.ndarray:
-    """A mask file as an ``H x W`` uint8 label map: palette PNG -> its indices (255 = void -> 0);
-    any other image -> 1 where the grey value is >= 128 (or == 1 for 0/1 masks), else 0."""
-    path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"mask file not found: {path}")
-    try:
-        with Image.open(path) as im:
-            palette = im.mode == "P"
-        if palette:
-            labels = load_label_map(path)
-            labels[labels == 255] = 0
-            return labels
-        return load_binary_mask(path).astype(np.uint8)
-    except (OSError, SyntaxError, ValueError) as exc:  # DataError is a ValueError
-        raise CLIError(f"cannot read mask {path}: {exc}") from exc
-
-
 def _image(path: Path) -> np.ndarray:
     try:
         return load_rgb(path)
     except DataError as exc:
         raise CLIError(str(exc)) from exc
-
-
-def open_frames(source: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """``(name, H x W x 3 uint8)`` for each frame of a folder of images (sorted by name) or a video file.
-
-    The source is checked now (missing path, empty folder, no video reader) and read lazily."""
-    if source.is_dir():
-        from .data.readers._common import frame_sort_key
-
-        files = sorted((p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                       key=lambda p: frame_sort_key(p.name))
-        if not files:
-            raise CLIError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {source}")
-        return ((f.stem, _image(f)) for f in files)
-    if not source.is_file():
-        raise CLIError(f"video not found: {source}")
-    try:
-        import imageio.v3 as iio
-    except ImportError:
-        raise CLIError(f"{source} is a video file: {VIDEO_HINT}") from None
-    return _video_frames(iio, source)
-
-
-def _video_frames(iio, source: Path) -> Iterator[tuple[str, np.ndarray]]:
-    try:
-        for i, frame in enumerate(iio.imiter(source)):
-            frame = np.asarray(frame)
-            if frame.ndim == 2:
-                frame = np.repeat(frame[..., None], 3, axis=2)
-            yield f"{i:05d}", np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
-    except (ImportError, OSError, ValueError, RuntimeError) as exc:
-        raise CLIError(f"cannot read video {source} ({exc}); {VIDEO_HINT}") from exc
 
 
 # ----------------------------------------------------------------------------------------- commands
@@ -302,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CLIError, DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:  # bad option values the model rejects (sizes, point outside the image, ...)
+    except (ValueError, TypeError) as exc:  # bad option values the model rejects (sizes, a missing --sam, ...)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path in written:

@@ -106,30 +106,19 @@ def _is_tuple_type(hint: Any) -> bool:
     return any(c is tuple or typing.get_origin(c) is tuple for c in candidates)
 
 
-def preset_dirs() -> list[Path]:
-    """Folders holding the JSON presets of both families (``adapters/`` in a checkout, or the wheel's copy)."""
-    from importlib import resources
-
-    dirs = [Path(__file__).resolve().parents[1] / "adapters"]  # a source checkout / editable install
-    try:
-        dirs.append(Path(str(resources.files("unifusion_sam") / "adapters")))  # installed wheel
-    except (ModuleNotFoundError, TypeError):  # pragma: no cover
-        pass
-    return [d for d in dirs if d.is_dir()]
+def preset_names(dirs: list[Path], prefix: str = "") -> list[str]:
+    """Names of the JSON presets in ``dirs`` whose file name starts with ``prefix``."""
+    return sorted({p.stem for d in dirs if d.is_dir() for p in d.glob(f"{prefix}*.json")})
 
 
-def preset_names(prefix: str) -> list[str]:
-    """Names of the presets whose file name starts with ``prefix`` (``"sam-"``, ``"uniref-"``)."""
-    return sorted({p.stem for d in preset_dirs() for p in d.glob(f"{prefix}*.json")})
-
-
-def load_preset_file(name: str, prefix: str, cls: type[T], kind: str) -> T:
-    """The preset ``name`` (which must start with ``prefix``) read into ``cls``; a clear error otherwise."""
-    for d in preset_dirs():
+def load_preset_file(dirs: list[Path], name: str, cls: type[T], kind: str) -> T:
+    """The JSON preset ``name`` (the first ``<dir>/<name>.json`` of ``dirs``) read into ``cls``; a
+    ``ValueError`` naming the available ones otherwise."""
+    for d in dirs:
         path = d / f"{name}.json"
-        if path.is_file() and name.startswith(prefix):
+        if path.is_file():
             return cls.from_dict(json.loads(path.read_text()))
-    raise ValueError(f"unknown {kind} preset {name!r}; available: {preset_names(prefix)}")
+    raise ValueError(f"unknown {kind} preset {name!r}; available: {preset_names(dirs)}")
 
 
 # ----------------------------------------------------------------------------- validators

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .data.io import davis_palette
+from .data.io import davis_palette, save_image_atomic
 
 DEFAULT_COLOR = (30, 144, 255)
 POSITIVE_COLOR = (0, 220, 0)
@@ -214,17 +214,6 @@ def _overlay_any(image: np.ndarray, mask_or_label_map: np.ndarray, alpha: float)
     return (overlay_mask if array.dtype == bool else overlay_label_map)(image, array, alpha=alpha)
 
 
-def _atomic_save(im: Image.Image, path: Path, fmt: str, **kwargs: object) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        im.save(tmp, format=fmt, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def captioned_overlay(image: np.ndarray, mask_or_label_map: np.ndarray, caption: str | None = None,
                       alpha: float = 0.5) -> np.ndarray:
     """The overlay of a bool mask (one colour) or a label map (palette colours), with ``caption`` on top."""
@@ -244,7 +233,7 @@ def thumbnail(picture: np.ndarray, max_side: int = 320) -> np.ndarray:
 
 def save_png(im: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
     """Write a PIL image (or an array) as a PNG, atomically (a temporary file renamed into place)."""
-    return _atomic_save(im if isinstance(im, Image.Image) else Image.fromarray(im), Path(path), "PNG")
+    return save_image_atomic(im if isinstance(im, Image.Image) else Image.fromarray(im), Path(path), "PNG")
 
 
 def save_overlay(path: str | os.PathLike, image: np.ndarray, mask_or_label_map: np.ndarray,
@@ -270,7 +259,7 @@ def save_gif(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float =
                                                       dither=Image.Dither.NONE))
     if not images:
         raise ValueError("save_gif needs at least one frame")
-    return _atomic_save(images[0], Path(path), "GIF", save_all=True, append_images=images[1:],
+    return save_image_atomic(images[0], Path(path), "GIF", save_all=True, append_images=images[1:],
                         duration=max(20, round(1000 / fps)), loop=loop)
 
 

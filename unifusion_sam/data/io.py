@@ -115,8 +115,18 @@ def save_palette_png(path: str | os.PathLike, label_map: np.ndarray, palette: np
     pal = davis_palette() if palette is None else np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
     im = Image.fromarray(label_map.astype(np.uint8), mode="P")
     im.putpalette(pal.flatten().tolist())
+    save_image_atomic(im, path)
+
+
+def save_image_atomic(im: Image.Image, path: str | os.PathLike, fmt: str = "PNG", **kwargs: object) -> Path:
+    """Write ``im`` to ``path`` in format ``fmt`` through a temporary file renamed into place, so a reader
+    (or a crash) never sees half a picture; the folder is created. ``kwargs`` go to ``Image.save``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    im.save(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        im.save(tmp, format=fmt, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .io import DataError, davis_palette, save_palette_png
+from .io import DataError, davis_palette, save_image_atomic, save_palette_png
 
 ZIP_LAYOUTS = ("davis", "youtube", "ref_youtube_vos")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -185,7 +185,7 @@ class RefYouTubeVOSWriter:
         path = self.path(video, exp_id, frame_name)
         values = _integer_map(mask, path, "mask")
         self._frames.claim(f"{video}/{exp_id}", frame_name, path, values.shape)
-        _atomic_save(Image.fromarray(np.where(values != 0, 255, 0).astype(np.uint8), mode="L"), path)
+        save_image_atomic(Image.fromarray(np.where(values != 0, 255, 0).astype(np.uint8), mode="L"), path)
         return path
 
     def write_expression(self, video: str, exp_id: str | int, frame_names: Sequence[str],
@@ -213,16 +213,6 @@ def write_ref_youtube_vos(root: PathLike, video: str, exp_id: str | int, frame_n
                           masks: Iterable[np.ndarray]) -> list[Path]:
     """One-call form of :meth:`RefYouTubeVOSWriter.write_expression`."""
     return RefYouTubeVOSWriter(root).write_expression(video, exp_id, frame_names, masks)
-
-
-def _atomic_save(im: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    try:
-        im.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _collect(source: Path, depth: int) -> list[tuple[Path, str]]:

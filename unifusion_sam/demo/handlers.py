@@ -20,9 +20,9 @@ from PIL import Image
 
 from .. import visualize
 from ..data.writers import DavisWriter, make_submission_zip
+from ..families import family_of_model
 from .config import DemoConfig
 from .inputs import DemoError, Video, image_array, mask_file
-from .loading import model_family
 
 POINT_LABELS = {"positive": 1, "negative": 0}
 NO_SENTENCE = "Type a sentence that describes the object, e.g. \"the red circle on the left\"."
@@ -135,8 +135,9 @@ def segment_points(model, image, points: Sequence[tuple[float, float, int]] | No
                    out_dir: str | Path) -> ImageResult:
     """SAM-style prompts: ``(x, y, label)`` points in pixels (1 foreground, 0 background), optionally
     with a sentence. The full UniRef++ model takes no prompts: ``DemoError`` says so."""
-    if model_family(model) != "sam":
-        raise DemoError("Points are SAM prompts: the full UniRef++ model served here takes a sentence or example "
+    family = family_of_model(model)
+    if not family.supports_prompts:
+        raise DemoError(f"Points are SAM prompts: the {family.title} served here takes a sentence or example "
                         "masks only (use the Sentence or Examples tab).")
     rgb = image_array(image, "an image")
     text = sentence_or_none(sentence)

@@ -18,7 +18,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from ..cli import IMAGE_SUFFIXES, CLIError, open_frames, read_label_file
+from ..data.frames import IMAGE_SUFFIXES, open_frames, read_label_file
+from ..data.io import DataError
 from ..data.readers._common import frame_sort_key
 from ..inference.inputs import to_rgb_array
 
@@ -95,7 +96,7 @@ def mask_file(path, shape: tuple[int, int], name: str = "the mask") -> np.ndarra
     """``H x W`` uint8 labels of an uploaded mask (palette PNG: ids; else 0/1), checked against ``shape``."""
     try:
         labels = read_label_file(path)
-    except CLIError as exc:
+    except DataError as exc:
         raise DemoError(f"Cannot read {name}: {exc}") from exc
     if labels.shape != tuple(shape):
         raise DemoError(f"{name} ({Path(path).name}) is {labels.shape[1]} x {labels.shape[0]} pixels but its image is "
@@ -167,7 +168,7 @@ class Video:
     def _file_frames(self) -> Iterator[tuple[str, np.ndarray]]:
         try:
             yield from open_frames(self.path)
-        except CLIError as exc:
+        except DataError as exc:
             raise DemoError(f"Cannot read the video {self.path.name}: {exc}") from exc
 
     def _zip_frames(self) -> Iterator[tuple[str, np.ndarray]]:

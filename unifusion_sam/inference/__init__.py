@@ -1,7 +1,8 @@
-"""Inference shared by both model families: the predictor (``predict``) and the online video session
-(``track``), talking to a network through :mod:`unifusion_sam.interface`."""
+"""Inference shared by every model family: the predictor (``predict``), the online video session
+(``track``) and the mixin that gives a network both, talking to it through :mod:`unifusion_sam.interface`."""
 
 from .inputs import to_bool_mask, to_rgb_array
+from .mixin import ReferenceInferenceMixin
 from .predictor import EmbeddingCache, Prediction, ReferencePredictor, inference_mode
 from .session import SIGMA_PRESETS, FrameResult, VideoSession, resolve_sigma
 
@@ -10,6 +11,7 @@ __all__ = [
     "EmbeddingCache",
     "FrameResult",
     "Prediction",
+    "ReferenceInferenceMixin",
     "ReferencePredictor",
     "VideoSession",
     "inference_mode",

@@ -1,4 +1,5 @@
-"""Evaluation metrics of the library, matching the official tools (see DESIGN.md section 6).
+"""Evaluation metrics of the library, matching the official tools (the conventions: the docs'
+evaluation guide, ``docs/guide/evaluation.md``).
 
 * :mod:`.region` -- J (IoU, DAVIS ``db_eval_iou``);
 * :mod:`.boundary` -- F (DAVIS ``seg2bmap`` / ``f_measure``);

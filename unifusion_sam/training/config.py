@@ -1,6 +1,7 @@
-"""Training configuration: dataclasses read from YAML, every field overridable from the command line.
+"""Training configuration shared by every family: dataclasses read from YAML, every field overridable from the
+command line. A family's recipe config subclasses :class:`RunConfig` (e.g. ``SamTrainConfig``).
 
-``TrainConfig.from_yaml(path)`` reads a recipe config; ``apply_overrides(cfg, {"optim.lr": "1e-4"})``
+``SamTrainConfig.from_yaml(path)`` reads a recipe config; ``apply_overrides(cfg, {"optim.lr": "1e-4"})``
 sets dotted fields with values parsed as YAML scalars; unknown keys are errors before training starts.
 """
 
@@ -118,37 +119,6 @@ class StageConfig(JsonConfig):
 
 
 @dataclass
-class StandInConfig(JsonConfig):
-    """Pre-training of a random stand-in SAM's image encoder before wrapping (:mod:`.stand_in`):
-    ``steps`` of AdamW (one-cycle schedule peaking at ``lr``) on batches of ``batch_size`` synthetic
-    scenes; ``embed_dim`` is the width of the instance embedding, ``temperature`` its softmax
-    temperature. ``steps: 0`` (the default) skips it; so does a ``sam_checkpoint`` (a real SAM is
-    pretrained already): it is for random SAMs only."""
-
-    steps: int = 0
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    embed_dim: int = 16
-    temperature: float = 0.1
-    decoder_weight: float = 0.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.decoder_weight, bool) or not isinstance(self.decoder_weight, (int, float)) or self.decoder_weight < 0:
-            raise ValueError(f"decoder_weight must be a number >= 0, got {self.decoder_weight!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {self.steps!r}")
-        check_positive_int("batch_size", self.batch_size)
-        check_positive_int("embed_dim", self.embed_dim)
-        for name in ("lr", "temperature"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name} must be a number > 0, got {value!r}")
-        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
-
-
-@dataclass
 class RunConfig(JsonConfig):
     """What every family's recipe shares: output, seed, the stages and their data, batch, optimiser,
     checkpoints, logging and the held-out synthetic evaluation. ``stage`` names the stages to run, in
@@ -217,10 +187,8 @@ class RunConfig(JsonConfig):
         return SyntheticConfig(seed=self.eval_seed, image_size=(size, size))
 
     def check_source(self, stage: str, source: DataSource) -> None:
-        """A family rejects data it cannot train on (called for every source of the stages to run)."""
-        if source.task == "det":
-            raise ValueError(f"{stage} stage: detection data (task 'det', {source.kind}) trains the full UniRef++ "
-                             f"model only (recipes/train_uniref.py)")
+        """A family rejects data it cannot train on (called for every source of the stages to run); the
+        default accepts everything."""
 
     def stage_names(self) -> list[str]:
         names = list(self.STAGES) if self.stage == self.ALL else str(self.stage).split("+")
@@ -251,39 +219,6 @@ class RunConfig(JsonConfig):
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a training config must be a mapping, got {type(data).__name__}")
         return cls.from_dict(data)
-
-
-@dataclass
-class TrainConfig(RunConfig):
-    """The UniFusion-SAM recipe: which SAM (``sam``, ``sam_checkpoint``, ``sam_image_size``; a random one
-    is first pre-trained by ``stand_in``), the adapter preset and its overrides, and the frozen-encoder
-    embedding cache. ``stage`` picks ``image``, ``video`` or ``both`` (in sequence)."""
-
-    sam: str = "tiny"
-    sam_checkpoint: str | None = None
-    sam_image_size: int | None = None
-    stand_in: StandInConfig = field(default_factory=StandInConfig)
-    adapter: str | None = None
-    adapter_overrides: dict = field(default_factory=dict)
-    embedding_cache: int = 4096
-    # and at most this many GiB of them (SAM at 1024: 4 MiB an image, SAM 2: 16 MiB)
-    embedding_cache_gb: float = 8.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.embedding_cache, bool) or not isinstance(self.embedding_cache, int) or self.embedding_cache < 0:
-            raise ValueError(f"embedding_cache must be a non-negative int (images), got {self.embedding_cache!r}")
-        if isinstance(self.embedding_cache_gb, bool) or not isinstance(self.embedding_cache_gb, (int, float)) \
-                or self.embedding_cache_gb < 0:
-            raise ValueError(f"embedding_cache_gb must be a non-negative number, got {self.embedding_cache_gb!r}")
-        if isinstance(self.stand_in, dict):
-            self.stand_in = StandInConfig.from_dict(self.stand_in)
-        super().__post_init__()
-        for name, stage in self.stages():
-            if stage.min_sizes or stage.max_size or any(d.min_sizes or d.max_size for d in stage.data):
-                raise ValueError(f"{name} stage: min_sizes / max_size (scale jitter) are for the full UniRef++ "
-                                 f"model; a SAM takes images at its fixed input size")
-        if self.sam_checkpoint is not None and not os.path.isfile(self.sam_checkpoint):
-            raise FileNotFoundError(f"sam_checkpoint does not exist: {self.sam_checkpoint}")
 
 
 def flat_fields(cfg: JsonConfig, prefix: str = "") -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""The training loop both recipes run: command-line config, per-stage schedules, atomic resumable
-checkpoints and the accelerate step loop over stages of mixed data.
+"""The step loop of the shared run (:func:`unifusion_sam.training.run.run`): command-line config, per-stage
+schedules, atomic resumable checkpoints and the accelerate loop over stages of mixed data.
 
-A model family plugs in through a :class:`TrainFamily`: how a record becomes its tensors (in the
-data-loader workers), how samples are batched, the loss of a batch, and what changes at the start of a
-stage (e.g. freezing the text encoder). Everything else (data mixing, resuming, multi-process, mixed
-precision, gradient accumulation, clipping, logging, progress bars) is shared.
+A model family plugs in through a :class:`~unifusion_sam.training.family.TrainFamily`: how a record
+becomes its tensors (in the data-loader workers), how samples are batched, the loss of a batch, and what
+changes at the start of a stage (e.g. freezing the text encoder). Everything else (data mixing, resuming,
+multi-process, mixed precision, gradient accumulation, clipping, logging, progress bars) is shared.
 """
 
 from __future__ import annotations
@@ -17,32 +17,15 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .config import RunConfig, StageConfig, apply_overrides, flat_fields
-from .engine import warmup_step_schedule
-from .mixing import MixtureDataset, SamplePrep
+from .family import TrainFamily
+from .mixing import MixtureDataset
 from .sources import Source
-
-
-class TrainFamily(Protocol):
-    """What a model family gives the shared loop."""
-
-    def sample_prep(self, stage_name: str, stage: StageConfig) -> SamplePrep:
-        """The picklable per-sample transform of a stage (runs in data-loader workers)."""
-
-    def collate(self, samples: list[Any]) -> Any:
-        """Batch prepared samples; the batch has ``tasks`` (one entry per sample)."""
-
-    def loss(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        """Weighted loss terms of a batch; ``"loss"`` is their total, the one back-propagated."""
-
-    def start_stage(self, model: torch.nn.Module, stage_name: str, stage: StageConfig) -> None:
-        """Freeze / unfreeze what the stage trains (the unwrapped model)."""
 
 
 def parse_config(cls: type[RunConfig], default: str | os.PathLike, argv: list[str] | None, doc: str | None = None):
@@ -57,6 +40,19 @@ def parse_config(cls: type[RunConfig], default: str | os.PathLike, argv: list[st
     args = parser.parse_args(rest)
     overrides = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
     return apply_overrides(cfg, overrides)
+
+
+def warmup_step_schedule(warmup: int, decay_steps: tuple[int, ...], factor: float = 0.1):
+    """LambdaLR multiplier: linear warmup over ``warmup`` steps, then x ``factor`` at each decay step."""
+
+    def fn(step: int) -> float:
+        scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        for s in decay_steps:
+            if step >= s:
+                scale *= factor
+        return scale
+
+    return fn
 
 
 def stage_lambdas(stages: list[tuple[str, StageConfig]], warmup: int) -> tuple[Callable[[dict], Callable], list[int]]:

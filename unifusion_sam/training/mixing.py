@@ -21,7 +21,7 @@ from .sources import Source
 
 SamplePrep = Callable[[RefSample, np.random.Generator, float], Any]
 """A family's per-sample transform (runs in data-loader workers, so it must pickle): ``(sample, rng,
-flip_prob) -> prepared sample``; e.g. :class:`~unifusion_sam.training.samples.SamSamplePrep`."""
+flip_prob) -> prepared sample``; e.g. :class:`~unifusion_sam.sam.training.samples.SamSamplePrep`."""
 
 
 def _rng(*parts: int | str) -> np.random.Generator:

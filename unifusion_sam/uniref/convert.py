@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import listing
 from ..encoders.text import TextEncoderConfig
-from .config import UniRefConfig, _authors_fusion, _authors_mask
+from .modeling.config import UniRefConfig, _authors_fusion, _authors_mask
 
 PREFIX_BACKBONE = "detr.detr.backbone.0.backbone."
 SWIN_EMBED_DIMS = {96: "swin_t", 128: "swin_b", 192: "swin_l"}
@@ -64,11 +65,6 @@ class ConversionError(ValueError):
     """The checkpoint does not fit the UniRef++ layout (the message lists what does not)."""
 
 
-def _listing(keys, show: int = 25) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:show]) + (f" ... and {len(keys) - show} more" if len(keys) > show else "")
-
-
 # ------------------------------------------------------------------ reading the file safely
 def read_authors_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The ``model`` state dict of a detectron2 checkpoint (``.pth``), or a ``.safetensors`` state dict.
@@ -94,7 +90,7 @@ def read_authors_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path} does not hold a state dict (found {type(data).__name__})")
     bad = sorted(str(k) for k, v in data.items() if not isinstance(v, torch.Tensor))
     if bad:
-        raise ValueError(f"{path}: state dict values must be tensors; not tensors: {_listing(bad)}")
+        raise ValueError(f"{path}: state dict values must be tensors; not tensors: {listing(sorted(bad), 25)}")
     return dict(data)
 
 
@@ -239,9 +235,9 @@ def convert_authors_state_dict(state: Mapping[str, torch.Tensor], config: UniRef
     if unmapped or untied:
         lines = ["the checkpoint has keys that do not fit the UniRef++ layout:"]
         if unmapped:
-            lines.append(f"  unexpected keys ({len(unmapped)}): {_listing(unmapped)}")
+            lines.append(f"  unexpected keys ({len(unmapped)}): {listing(sorted(unmapped), 25)}")
         if untied:
-            lines.append(f"  tied heads that differ from the decoder's copy ({len(untied)}): {_listing(untied)}")
+            lines.append(f"  tied heads that differ from the decoder's copy ({len(untied)}): {listing(sorted(untied), 25)}")
         raise ConversionError("\n".join(lines))
     return out
 

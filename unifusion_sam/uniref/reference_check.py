@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from ..interface import ObjectQuery, PreparedImage
 from .convert import model_from_authors_state
-from .criterion import base_name
-from .layers import aligned_bilinear
+from .losses.criterion import base_name
+from .modeling.layers import aligned_bilinear
 from .transforms import padding_mask
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -275,8 +275,8 @@ def _check_task(report: Report, model, frame, query: PreparedImage, objects, pre
 def _check_training(report: Report, model, frame, query: PreparedImage, text) -> None:
     """The training losses on the RIS input: SimOTA matches per decoder layer, the matched queries' masks,
     the proposals' Hungarian match, and every weighted loss term (1e-4 relative)."""
-    from .criterion import Target, UniRefCriterion
-    from .model import layer_outputs
+    from .losses.criterion import Target, UniRefCriterion
+    from .modeling.model import layer_outputs
 
     z = report.z
     h, w = query.input_size

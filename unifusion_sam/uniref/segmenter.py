@@ -1,6 +1,6 @@
 """The full UniRef++ model behind the inference interface shared with UniFusion-SAM.
 
-:class:`UniRefSegmenter` is :class:`~unifusion_sam.uniref.model.UniRefModel` plus the stages of
+:class:`UniRefSegmenter` is :class:`~unifusion_sam.uniref.modeling.model.UniRefModel` plus the stages of
 :class:`~unifusion_sam.interface.ReferenceSegmenter`, so ``predict`` / ``track`` are the same code for
 both families. The authors' inference protocol:
 
@@ -26,22 +26,14 @@ from torchvision.ops import batched_nms, box_convert
 
 from ..encoders.text import TextFeatures, TextReferenceEncoder
 from ..fusion.unifusion import ReferenceTokens
-from ..interface import (
-    TASKS,
-    Decoded,
-    MaskReference,
-    MaskResult,
-    ObjectQuery,
-    PreparedImage,
-    Prompts,
-    ReferenceInferenceMixin,
-)
+from ..inference.mixin import ReferenceInferenceMixin
+from ..interface import TASKS, Decoded, MaskReference, MaskResult, ObjectQuery, PreparedImage, Prompts
+from .batch import UniRefBatch
 from .checkpoint import UniRefCheckpointMixin
-from .config import UniRefConfig, load_uniref_preset
-from .criterion import LayerOutput
-from .layers import aligned_bilinear
-from .model import Detections, FrameFeatures, UniRefModel, layer_outputs
-from .training import UniRefBatch
+from .losses.criterion import LayerOutput
+from .modeling.config import UniRefConfig, load_uniref_preset
+from .modeling.layers import aligned_bilinear
+from .modeling.model import Detections, FrameFeatures, UniRefModel, layer_outputs
 from .transforms import padding_mask, prepare_image, prepare_mask
 
 
@@ -87,10 +79,10 @@ class UniRefSegmenter(UniRefCheckpointMixin, ReferenceInferenceMixin, UniRefMode
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: UniRefBatch) -> tuple[list[LayerOutput], tuple[torch.Tensor, torch.Tensor]]:
-        """The training forward of a collated :class:`~unifusion_sam.uniref.training.UniRefBatch` (``B``
+        """The training forward of a collated :class:`~unifusion_sam.uniref.batch.UniRefBatch` (``B``
         samples): backbone on the images and their reference frames, each sample's sentence and / or mask
         references fused by UniFusion, the transformer, and every decoder layer's outputs with their SimOTA
-        matches (:func:`~unifusion_sam.uniref.model.layer_outputs`). Detection samples (no references) skip
+        matches (:func:`~unifusion_sam.uniref.modeling.model.layer_outputs`). Detection samples (no references) skip
         fusion. Returns (layers, (proposal logits ``[B, Q, K]``, proposal boxes ``[B, Q, 4]``))."""
         frame = self.encode_images(batch.pixels, batch.padding, batch.image_sizes)
         lang = mask = None
