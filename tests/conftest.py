@@ -25,10 +25,11 @@ def text_encoder_parts():
     """The offline MiniLM tokenizer and model, loaded once per session."""
     from transformers import AutoModel, AutoTokenizer
 
-    from unifusion_sam.encoders.text import DEFAULT_TEXT_MODEL, resolve_text_model
+    from unifusion_sam.encoders.text import DEFAULT_TEXT_MODEL, quiet_transformers, resolve_text_model
 
     path = resolve_text_model(DEFAULT_TEXT_MODEL)
-    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+    with quiet_transformers():
+        return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
 
 
 # ------------------------------------------------------------------ UniFusion-SAM (tests/test_sam_*.py)

@@ -84,7 +84,7 @@ def test_segment_bad_input(inputs, tmp_path, capsys):
 def test_track_folder_from_palette_mask(inputs, tmp_path):
     out = tmp_path / "track"
     rc = main(["track", str(inputs["frames"]), "--mask", str(inputs["first"]), "--sigma", "-10", "--checkpoint",
-               "none", *TINY, "--out-dir", str(out)])
+               "none", *TINY, "--out-dir", str(out), "--gif"])
     assert rc == 0
     for t in range(3):
         im = Image.open(out / "masks" / f"{t:05d}.png")
@@ -101,13 +101,13 @@ def test_track_from_text(inputs, tmp_path):
                "--out-dir", str(out), "--no-overlays"])
     assert rc == 0
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png"]
-    assert not (out / "overlays").exists() and (out / "track.gif").is_file()
+    assert not (out / "overlays").exists() and not (out / "track.gif").exists() and (out / "track.mp4").is_file()
 
 
 def test_track_bad_input(inputs, tmp_path, capsys, monkeypatch):
     frames = str(inputs["frames"])
     assert main(["track", frames, "--checkpoint", "none", *TINY]) == 2
-    assert "either --text" in capsys.readouterr().err
+    assert "nothing to track" in capsys.readouterr().err
     small = tmp_path / "small.png"
     Image.fromarray(np.ones((4, 4), dtype=np.uint8) * 255).save(small)
     assert main(["track", frames, "--mask", str(small), "--checkpoint", "none", *TINY, "--out-dir",
@@ -117,6 +117,7 @@ def test_track_bad_input(inputs, tmp_path, capsys, monkeypatch):
     video.write_bytes(b"not really a video")
     monkeypatch.setitem(sys.modules, "imageio", None)  # as if the [video] extra were not installed
     monkeypatch.setitem(sys.modules, "imageio.v3", None)
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
     assert main(["track", str(video), "--text", "a dog", "--checkpoint", "none", *TINY]) == 2
     assert 'pip install "unifusion-sam[video]"' in capsys.readouterr().err
 
@@ -151,7 +152,7 @@ def test_every_command_takes_a_run_folder_and_defaults_to_outputs_default(inputs
                                                                             monkeypatch):
     run, _, _ = run_dir
     rc = main(["track", str(inputs["frames"]), "--mask", str(inputs["first"]), "--checkpoint", str(run),
-               "--device", "cpu", "--out-dir", str(tmp_path / "t1"), "--no-gif"])
+               "--device", "cpu", "--out-dir", str(tmp_path / "t1")])
     assert rc == 0, capsys.readouterr().err  # a run folder brings its SAM: no --sam needed
     assert len(list((tmp_path / "t1" / "masks").glob("*.png"))) == 3
 
@@ -165,7 +166,7 @@ def test_every_command_takes_a_run_folder_and_defaults_to_outputs_default(inputs
                "--out-dir", str(tmp_path / "s1")])
     assert rc == 0, capsys.readouterr().err
     rc = main(["track", str(inputs["frames"]), "--mask", str(inputs["first"]), "--device", "cpu",
-               "--out-dir", str(tmp_path / "t2"), "--no-gif", "--no-overlays"])
+               "--out-dir", str(tmp_path / "t2"), "--no-overlays"])
     assert rc == 0, capsys.readouterr().err
     same = [np.array_equal(np.asarray(Image.open(tmp_path / d / "masks" / "00002.png")),
                            np.asarray(Image.open(tmp_path / "t1" / "masks" / "00002.png"))) for d in ("t2",)]

@@ -292,3 +292,48 @@ def test_video_tab(driver, url, data, tmp_path):
     changed = np.abs(shown - frames[0].astype(int)).sum(-1)
     assert changed[first > 0].mean() > 3 * changed[first == 0].mean() + 10  # the overlay is where the mask is
     _shot(d, tmp_path, "video")
+
+
+def test_video_tab_pauses_takes_a_click_and_resumes(driver, url, data, tmp_path):
+    d, labels = driver, data["labels"]
+    _open(d, url, "Video")
+    _upload(d, "video-file", data["root"] / "clip.zip")
+    _wait_status(d, "video-status", "frames", "⚠")
+    obj = [i for i in np.unique(labels) if i][0]
+    _paint(d, "video-editor", [_centre(labels == obj)], labels.shape)
+    d.find_element(By.CSS_SELECTOR, "#video-pause textarea").send_keys("2")
+    d.find_element(By.CSS_SELECTOR, "#video-run").click()
+    assert _wait_status(d, "video-status", "paused", "⚠").startswith("paused after frame 2"), _status(d, "video-status")
+    img = _wait(lambda: d.find_elements(By.CSS_SELECTOR, "#video-paused img"))[0]
+    _wait(lambda: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
+    time.sleep(0.5)
+    rect = d.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height, "
+                            "arguments[0].naturalWidth, arguments[0].naturalHeight]", img)
+    scale = min(rect[0] / rect[2], rect[1] / rect[3])
+    x, y = 40.0, 120.0  # a click below the caption band
+    ActionChains(d).move_to_element_with_offset(img, int((x - rect[2] / 2) * scale),
+                                                int((y - rect[3] / 2) * scale)).click().perform()
+    status = _wait_status(d, "video-status", "corrected", "⚠")
+    assert status.startswith("object 1 corrected on frame 2"), status
+    paused = _picture(d, "video-paused")
+    greens = np.argwhere((paused == (0, 220, 0)).all(-1))  # the click, drawn on the paused frame
+    assert len(greens) and np.abs(greens.mean(0) - (y, x)).max() < 6
+    _shot(d, tmp_path, "video-paused")
+
+
+def test_video_tab_resume_finishes(driver, url, data, tmp_path):
+    d, labels = driver, data["labels"]
+    _open(d, url, "Video")
+    _upload(d, "video-file", data["root"] / "clip.zip")
+    _wait_status(d, "video-status", "frames", "⚠")
+    obj = [i for i in np.unique(labels) if i][0]
+    _paint(d, "video-editor", [_centre(labels == obj)], labels.shape)
+    d.find_element(By.CSS_SELECTOR, "#video-pause textarea").send_keys("1")
+    d.find_element(By.CSS_SELECTOR, "#video-run").click()
+    assert _wait_status(d, "video-status", "paused", "⚠").startswith("paused after frame 1")
+    d.find_element(By.CSS_SELECTOR, "#video-resume").click()
+    status = _wait_status(d, "video-status", "tracked", "⚠")
+    assert status == "tracked 1 object from the first-frame mask through 6 frames", status
+    links = _wait(lambda: [a.get_attribute("href") for a in d.find_elements(By.CSS_SELECTOR, "#video-downloads a")])
+    with zipfile.ZipFile(io.BytesIO(_fetch([link for link in links if link.endswith("masks.zip")][0]))) as zf:
+        assert len([n for n in zf.namelist() if n.endswith(".png")]) == 6

@@ -28,13 +28,14 @@ from unifusion_sam.training import RunConfig, StageConfig, run
 
 @dataclass
 class ToyConfig(JsonConfig):
-    dim: int = 8
-    size: int = 32
+    dim: int = 16
+    size: int = 64
 
 
 class ToyNet(PretrainedMixin, ReferenceInferenceMixin, nn.Module):
-    """Features of a small conv net; an object's mask is the similarity of each pixel to its prototype
-    (the mean feature under a reference mask, plus a bag-of-characters sentence embedding)."""
+    """Unit-length features of a small conv net; an object's mask is the cosine similarity of each pixel to
+    its prototype (the mean feature under its reference masks, plus a bag-of-characters sentence embedding),
+    scaled and shifted: a tracker that follows what its references show."""
 
     family = "toy"
     config_class, config_name, weights_name, checkpoint_kind = ToyConfig, "toy_config.json", "toy.safetensors", "toy"
@@ -44,7 +45,8 @@ class ToyNet(PretrainedMixin, ReferenceInferenceMixin, nn.Module):
         self.config = config
         self.features = nn.Sequential(nn.Conv2d(3, config.dim, 3, padding=1), nn.ReLU(), nn.Conv2d(config.dim, config.dim, 1))
         self.chars = nn.EmbeddingBag(256, config.dim)
-        self.scale = nn.Parameter(torch.tensor(1.0))
+        self.scale = nn.Parameter(torch.tensor(10.0))
+        self.bias = nn.Parameter(torch.tensor(-5.0))
 
     @property
     def device(self) -> torch.device:
@@ -62,7 +64,7 @@ class ToyNet(PretrainedMixin, ReferenceInferenceMixin, nn.Module):
         return F.interpolate(m, size=prepared.input_size, mode="nearest")[0, 0]
 
     def encode_frame(self, prepared) -> torch.Tensor:
-        return self.features(prepared.pixels)  # [1, D, S, S]
+        return F.normalize(self.features(prepared.pixels), dim=1)  # [1, D, S, S]
 
     def encode_text(self, texts) -> TextFeatures:
         pooled = torch.stack([self.chars(torch.tensor([list(t.encode()[:64]) or [0]])).squeeze(0) for t in texts])
@@ -83,7 +85,8 @@ class ToyNet(PretrainedMixin, ReferenceInferenceMixin, nn.Module):
             if o.text is not None:
                 p = p + o.text.pooled[0]
             protos.append(p)
-        logits = self.scale * torch.einsum("nd,dhw->nhw", torch.stack(protos), frame[0])[:, None]
+        protos = F.normalize(torch.stack(protos), dim=1)
+        logits = self.scale * torch.einsum("nd,dhw->nhw", protos, frame[0])[:, None] + self.bias
         return Decoded(logits, logits.flatten(1).amax(1).sigmoid())
 
     def postprocess(self, decoded, prepared, task="ris") -> MaskResult:
@@ -95,11 +98,11 @@ class ToyNet(PretrainedMixin, ReferenceInferenceMixin, nn.Module):
 
     # ------------------------------------------------------------ training forward and checkpoints
     def forward(self, batch: dict) -> torch.Tensor:
-        feats = self.features(batch["pixels"])
-        refs = self.features(batch["ref_pixels"])
+        feats = F.normalize(self.features(batch["pixels"]), dim=1)
+        refs = F.normalize(self.features(batch["ref_pixels"]), dim=1)
         w = batch["ref_masks"][:, None]
-        proto = (refs * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1)
-        return self.scale * torch.einsum("bd,bdhw->bhw", proto, feats)
+        proto = F.normalize((refs * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1), dim=1)
+        return self.scale * torch.einsum("bd,bdhw->bhw", proto, feats) + self.bias
 
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
         return self.state_dict()
@@ -114,6 +117,11 @@ class ToyNet(PretrainedMixin, ReferenceInferenceMixin, nn.Module):
         return model
 
 
+    @classmethod
+    def from_pretrained(cls, source):
+        return cls._load_pretrained(source, None, {})
+
+
 class ToyFamily(ModelFamily):
     name, title = "toy", "toy model"
     config_name, weights_name, run_subdir = "toy_config.json", "toy.safetensors", "toy"
@@ -122,7 +130,7 @@ class ToyFamily(ModelFamily):
         return ["toy-small"]
 
     def load(self, source, *, run_dir=None, revision=None, **options):
-        return ToyNet._load_pretrained(source, revision, {})
+        return ToyNet.from_pretrained(source)
 
     def build(self, preset=None, **options):
         return ToyNet(ToyConfig()).eval()

@@ -160,3 +160,34 @@ def test_lang_pos_lets_a_word_be_attended_by_one_side_of_the_image():
         block.lang_pos_proj.weight.normal_(0, 1.0)
     out = block(feature, lang=words, lang_pos=pe)
     assert (out[..., 0] - out[..., -1]).abs().max() > 1e-2
+
+
+def test_local_flags_give_the_prior_to_video_frames_only():
+    """Tokens marked non-local (an example from another image) get no key encoding: exactly what a zero
+    key encoding gives; tokens marked local, or no flags, exactly what the prior gives everyone."""
+    block = _block()
+    _open_gate(block)
+    torch.manual_seed(2)
+    feature = torch.randn(2, C, GRID, GRID)
+    keys, values = torch.randn(2, 2 * GRID * GRID, C), torch.randn(2, 2 * GRID * GRID, C)
+    pos = _sincos()
+    plain = ReferenceTokens(keys, values)
+    with torch.no_grad():
+        everyone = block.fuse(feature, plain, pos)
+        local = ReferenceTokens(keys, values, local=torch.ones(2, 2 * GRID * GRID, dtype=torch.bool))
+        assert torch.equal(block.fuse(feature, local, pos), everyone)
+        nobody = ReferenceTokens(keys, values, local=torch.zeros(2, 2 * GRID * GRID, dtype=torch.bool))
+        zero_keys = block.fuse(feature, plain, pos, key_pos=torch.zeros(1, C, GRID, GRID))
+        assert torch.allclose(block.fuse(feature, nobody, pos), zero_keys, atol=1e-6)
+        assert not torch.allclose(zero_keys, everyone, atol=1e-3)
+        # half and half (an example, then the previous frame): each half as its own kind
+        half = torch.zeros(2, 2 * GRID * GRID, dtype=torch.bool)
+        half[:, GRID * GRID:] = True
+        mixed = block.fuse(feature, ReferenceTokens(keys, values, local=half), pos)
+        assert not torch.allclose(mixed, everyone, atol=1e-3) and not torch.allclose(mixed, zero_keys, atol=1e-3)
+    cat = ReferenceTokens.cat([ReferenceTokens(keys[:, :GRID * GRID], values[:, :GRID * GRID],
+                                               local=torch.zeros(2, GRID * GRID, dtype=torch.bool)),
+                               ReferenceTokens(keys[:, GRID * GRID:], values[:, GRID * GRID:])])
+    assert torch.equal(cat.local, half)
+    with pytest.raises(ValueError, match="local must be a"):
+        ReferenceTokens(keys, values, local=torch.zeros(2, 3, dtype=torch.bool))

@@ -60,10 +60,24 @@ class MaskReference:
     ``levels``: one :class:`ReferenceTokens` per fusion level, keys / values ``[R, T_l, C]`` (reference
     frame features / mask features), optional padding ``[R, T_l]`` and pooled condition ``[R, C]``;
     ``prototype``: optional ``[R, C]`` per-reference vector a family feeds elsewhere (UniFusion-SAM's
-    extra decoder token)."""
+    extra decoder token); ``local``: optional ``[R]`` bool, whether each reference is a frame of the
+    query's own video (``True``: where the object was is a cue, UniFusion's locality prior) or another
+    image, an example shown for the object (``False``); ``None``: as the caller's ``tracking`` says."""
 
     levels: list[ReferenceTokens]
     prototype: torch.Tensor | None = None
+    local: torch.Tensor | None = None
+
+    def with_local(self, value: bool) -> MaskReference:
+        """The same references marked as frames of the query's video (``True``) or other images (``False``)."""
+        flags = torch.full((len(self),), bool(value), dtype=torch.bool, device=self.levels[0].keys.device)
+        return MaskReference(self.levels, self.prototype, flags)
+
+    def local_flags(self, default: bool) -> torch.Tensor:
+        """``[R]`` bool: :attr:`local`, or ``default`` for every reference when it is not set."""
+        if self.local is not None:
+            return self.local
+        return torch.full((len(self),), bool(default), dtype=torch.bool, device=self.levels[0].keys.device)
 
     def __len__(self) -> int:
         return int(self.levels[0].keys.shape[0])
@@ -78,7 +92,7 @@ class MaskReference:
 
         levels = [ReferenceTokens(lv.keys[index], lv.values[index], pick(lv.padding_mask), pick(lv.pooled))
                   for lv in self.levels]
-        return MaskReference(levels, pick(self.prototype))
+        return MaskReference(levels, pick(self.prototype), pick(self.local))
 
     @classmethod
     def stack(cls, refs: Sequence[MaskReference]) -> MaskReference:
@@ -105,7 +119,12 @@ class MaskReference:
                                           None if pooled[0] is None else torch.cat(pooled)))
         protos = [r.prototype for r in refs]
         prototype = None if any(p is None for p in protos) else torch.cat(protos)
-        return cls(levels, prototype)
+        local = None
+        if any(r.local is not None for r in refs):
+            if not all(r.local is not None for r in refs):
+                raise ValueError("cannot stack references where only some say whether they are local")
+            local = torch.cat([r.local for r in refs])
+        return cls(levels, prototype, local)
 
 
 @dataclass

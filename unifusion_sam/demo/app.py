@@ -4,7 +4,8 @@ Tabs: **Sentence** (image + sentence -> overlay, mask PNG, score), **Examples** 
 example images, each with the object painted over or its mask uploaded -> overlay), **Points** (clicks
 add positive / negative points, optionally with a sentence; SAM family only) and **Video** (a video
 file or zip of frames; paint the first frame's objects, one brush colour each, upload its mask, or type
-a sentence -> tracked GIF + per-frame palette PNGs in a zip, with a progress bar). Every tab has a
+a sentence -> tracked GIF + per-frame palette PNGs in a zip, with a progress bar; it can pause at a frame,
+take clicks that correct an object there, and resume: :mod:`.video`). Every tab has a
 status box: the score of a result, or what was wrong with the input (never a stack trace).
 
 Offline: analytics are off, no share link, no server-side rendering (Node), and the theme uses the
@@ -30,6 +31,7 @@ import gradio as gr  # noqa: E402
 
 from ..data.io import DataError, davis_palette  # noqa: E402
 from . import handlers  # noqa: E402
+from . import video as videos  # noqa: E402
 from .config import DemoConfig  # noqa: E402
 from .inputs import DemoError, editor_labels, editor_mask, image_array, open_video  # noqa: E402
 from .loading import DemoModel  # noqa: E402
@@ -205,7 +207,8 @@ def _points_tab(run: Runner, served: DemoModel, out_dir: Path) -> None:
     image.change(lambda: reset, None, [points, overlay, mask, status])
 
 
-def _video_tab(run: Runner, model, out_dir: Path, config: DemoConfig) -> None:
+def _video_tab(run: Runner, served: DemoModel, out_dir: Path, config: DemoConfig) -> None:
+    model = served.model
     colours = object_colours(config.max_objects)
     names = ", ".join(f"{i} {COLOUR_NAMES[i - 1]}" for i in range(1, config.max_objects + 1))
     with gr.Row():
@@ -217,13 +220,27 @@ def _video_tab(run: Runner, model, out_dir: Path, config: DemoConfig) -> None:
             editor = _editor("video-editor", "First frame", colours, sources=())
             upload = _mask_upload("video-mask", "…or the first frame's mask (palette PNG: ids = objects, or 0/255)")
             text = gr.Textbox(label="…or a sentence (instead of masks)", elem_id="video-text")
+            pause = gr.Textbox(label="Pause at frame (optional: to correct an object there with clicks)",
+                               placeholder="e.g. 10 (empty: track to the end)", elem_id="video-pause")
             button = gr.Button("Track", variant="primary", elem_id="video-run")
             status = _status("video-status")
         with gr.Column():
+            paused = gr.Image(label="Paused frame: click on it to correct the chosen object", type="numpy",
+                              interactive=False, format="png", elem_id="video-paused")
+            with gr.Row():
+                which = gr.Dropdown(list(range(1, config.max_objects + 1)), value=1, label="Object to correct",
+                                    elem_id="video-object", interactive=served.supports_points)
+                kind = gr.Radio(list(handlers.POINT_LABELS), value="positive", label="A click adds a",
+                                elem_id="video-kind", interactive=served.supports_points)
+            with gr.Row():
+                again = gr.Textbox(label="Then pause again at frame (optional)", placeholder="empty: to the end",
+                                   elem_id="video-pause-again")
+                resume = gr.Button("Resume", elem_id="video-resume")
             gif = gr.Image(label="Tracked", type="filepath", interactive=False, elem_id="video-gif", height=IMAGE_HEIGHT,
                            elem_classes=["demo-picture"])
             files = gr.File(label="Downloads: track.gif, masks.zip (one palette PNG per frame)", file_count="multiple",
                             interactive=False, elem_id="video-downloads")
+    job = gr.State(None)
 
     def on_video(path):
         if path is None:
@@ -238,20 +255,47 @@ def _video_tab(run: Runner, model, out_dir: Path, config: DemoConfig) -> None:
                     f"{count}{more}: paint the objects on the first frame, or type a sentence")
         return run(work, (None,))
 
-    def on_track(path, value, mask_path, sentence, progress=gr.Progress()):  # noqa: B008 - Gradio's progress hook
+    def outcome(current, until, progress):
+        """Track on to frame ``until`` (or the end): the paused frame, or the finished GIF and files."""
+        videos.advance(current, videos.pause_frame(until),
+                       lambda done, total: progress((done, total), desc="tracking", unit="frames"))
+        if not current.finished:
+            hint = " Click on it to correct an object, then Resume." if served.supports_points else " Resume to go on."
+            return current, current.overlay(), None, None, f"paused after frame {current.done - 1}.{hint}"
+        path, archive, message = videos.finish(current)
+        return None, None, str(path), [str(path), str(archive)], message
+
+    def on_track(path, value, mask_path, sentence, until, progress=gr.Progress()):  # noqa: B008 - Gradio's hook
         def work():
             clip = open_video(path, config.max_frames)
             drawn = None
             if value is not None and value.get("background") is not None:
                 drawn = editor_labels(value, davis_palette()[1: config.max_objects + 1])
             labels = handlers.first_frame_labels(clip, drawn, mask_path)
-            r = handlers.track_video(model, clip, labels=labels, sentence=sentence, out_dir=out_dir, config=config,
-                                     progress=lambda done, total: progress((done, total), desc="tracking", unit="frames"))
-            return str(r.gif_path), [str(r.gif_path), str(r.zip_path)], r.message
-        return run(work, (None, None))
+            current = handlers.start_track(model, clip, labels=labels, sentence=sentence, out_dir=out_dir, config=config)
+            return outcome(current, until, progress)
+        return run(work, (None, None, None, None))
+
+    def on_resume(current, until, progress=gr.Progress()):  # noqa: B008 - Gradio's hook
+        def work():
+            if current is None:
+                raise DemoError("Nothing is paused: press Track first (with a frame to pause at).")
+            return outcome(current, until, progress)
+        return run(work, (current, None, None, None))
+
+    def on_click(current, obj, label, evt: gr.SelectData):
+        def work():
+            if current is None:
+                raise DemoError("Nothing is paused: track to a frame first, then click on it.")
+            point = handlers.add_point([], evt.index[0], evt.index[1], label)
+            videos.correct(current, int(obj), point)
+            return current, current.overlay(), f"object {obj} corrected on frame {current.done - 1}: Resume to go on"
+        return run(work, (current, gr.skip()))
 
     video.change(on_video, [video], [editor, status])
-    button.click(on_track, [video, editor, upload, text], [gif, files, status])
+    button.click(on_track, [video, editor, upload, text, pause], [job, paused, gif, files, status])
+    resume.click(on_resume, [job, again], [job, paused, gif, files, status])
+    paused.select(on_click, [job, which, kind], [job, paused, status])
 
 
 # ----------------------------------------------------------------------------------------- app
@@ -278,7 +322,7 @@ def build_app(served: DemoModel, config: DemoConfig | None = None, out_dir: str 
             with gr.Tab("Points", id="points"):
                 _points_tab(run, served, out_dir)
             with gr.Tab("Video", id="video"):
-                _video_tab(run, served.model, out_dir, config)
+                _video_tab(run, served, out_dir, config)
     app.demo_out_dir = out_dir
     return app
 

@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image
 
 from .. import visualize
-from ..data.writers import DavisWriter, make_submission_zip
 from ..families import family_of_model
 from .config import DemoConfig
 from .inputs import DemoError, Video, image_array, mask_file
+from .video import VideoJob, advance, finish, start_video_job
 
 POINT_LABELS = {"positive": 1, "negative": 0}
 NO_SENTENCE = "Type a sentence that describes the object, e.g. \"the red circle on the left\"."
@@ -171,11 +171,10 @@ def first_frame_labels(video: Video, drawn: np.ndarray | None, mask_path) -> np.
     return np.asarray(labels, dtype=np.uint8)
 
 
-def track_video(model, video: Video, *, labels: np.ndarray | None, sentence: str | None, out_dir: str | Path,
-                config: DemoConfig | None = None,
-                progress: Callable[[int, int | None], None] | None = None) -> VideoResult:
-    """Track the objects of the first-frame label map (VOS) or the object a sentence describes (RVOS)
-    through ``video``, one frame in memory at a time; ``progress(done, total or None)`` after every frame."""
+def start_track(model, video: Video, *, labels: np.ndarray | None, sentence: str | None, out_dir: str | Path,
+                config: DemoConfig | None = None) -> VideoJob:
+    """A pausable tracking job (:mod:`.video`) for the objects of the first-frame label map (VOS) or the object
+    a sentence describes (RVOS); nothing is tracked yet."""
     config = config or DemoConfig()
     text = sentence_or_none(sentence)
     has_masks = labels is not None and np.asarray(labels).any()
@@ -186,33 +185,15 @@ def track_video(model, video: Video, *, labels: np.ndarray | None, sentence: str
         raise DemoError("Paint the objects on the first frame (one brush colour per object), upload the first "
                         "frame's mask, or type a sentence.")
     masks = {int(i): labels == i for i in np.unique(labels) if i != 0} if has_masks else None
-    folder = _fresh_dir(out_dir, "video-")
-    writer = DavisWriter(folder / "palette")
-    total = video.total
-    current: dict = {}
-    thumbs: list[np.ndarray] = []
+    return start_video_job(model, video, masks=masks, text=text, folder=_fresh_dir(out_dir, "video-"), config=config)
 
-    def feed():
-        for name, frame in video.iter_frames():
-            current.update(name=name, frame=frame)
-            yield frame
 
-    if progress is not None:
-        progress(0, total)
-    try:
-        results = model.track(feed(), text=text, masks=masks, max_short_side=config.max_short_side or None)
-        for result in results:
-            writer.write_frame("masks", current["name"], result.label_map)
-            picture = visualize.captioned_overlay(current["frame"], np.asarray(result.label_map).astype(np.uint8), text)
-            thumbs.append(visualize.thumbnail(picture))
-            if progress is not None:
-                progress(len(thumbs), max(total, len(thumbs)) if total else None)
-    except DemoError:  # a frame of another size, an undecodable frame: already said for the page
-        raise
-    except (TypeError, ValueError) as exc:
-        raise DemoError(f"Cannot track this video: {exc}") from exc
-    gif = visualize.save_gif(folder / "track.gif", thumbs, fps=config.gif_fps)
-    archive = make_submission_zip(folder / "palette", folder / "masks.zip", "davis")
-    what = f"{len(masks)} object{'s' * (len(masks) > 1)} from the first-frame mask" if masks else f"\"{text}\""
-    note = f" (only the first {config.max_frames} frames)" if video.truncated else ""
-    return VideoResult(gif, archive, len(thumbs), f"tracked {what} through {len(thumbs)} frames{note}")
+def track_video(model, video: Video, *, labels: np.ndarray | None, sentence: str | None, out_dir: str | Path,
+                config: DemoConfig | None = None,
+                progress: Callable[[int, int | None], None] | None = None) -> VideoResult:
+    """Track the objects of the first-frame label map (VOS) or the object a sentence describes (RVOS)
+    through ``video``, one frame in memory at a time; ``progress(done, total or None)`` after every frame."""
+    job = advance(start_track(model, video, labels=labels, sentence=sentence, out_dir=out_dir, config=config),
+                  None, progress)
+    gif, archive, message = finish(job)
+    return VideoResult(gif, archive, job.done, message)

@@ -227,9 +227,10 @@ class MaskReferenceEncoder(nn.Module):
                 f"got {len(visual_features)}"
             )
         full_mask = mask  # [B, 1, H, W] at the reference's own resolution
-        if self.config.input_size is not None and max(image.shape[2:]) != self.config.input_size:
-            scale = self.config.input_size / max(image.shape[2:])
-            size = (max(1, round(image.shape[2] * scale)), max(1, round(image.shape[3] * scale)))
+        h, w = int(image.shape[2]), int(image.shape[3])  # plain ints: the same sizes when traced for export
+        if self.config.input_size is not None and max(h, w) != self.config.input_size:
+            scale = self.config.input_size / max(h, w)
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
             image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
             mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
         for stride, visual in zip(self.config.strides, visual_features):
@@ -247,10 +248,11 @@ class MaskReferenceEncoder(nn.Module):
             out = []
             for visual, fuser, stride in zip(visual_features, self.fusers, self.config.strides):
                 f = feats[stride]
-                if f.shape[2:] != visual.shape[2:]:
-                    f = F.interpolate(f, size=visual.shape[2:], mode="bilinear", align_corners=False)
+                grid = (int(visual.shape[2]), int(visual.shape[3]))  # plain ints: constant sizes when traced
+                if tuple(f.shape[2:]) != grid:
+                    f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
                 if self.config.mask_channel:
-                    f = torch.cat([f, F.adaptive_avg_pool2d(full_mask, visual.shape[2:])], dim=1)
+                    f = torch.cat([f, F.adaptive_avg_pool2d(full_mask, grid)], dim=1)
                 out.append(fuser(f, visual))
         return [o.float() for o in out] if bf16 else out
 

@@ -174,7 +174,11 @@ class TextReferenceEncoder(nn.Module):
 
     def forward(self, texts: str | Sequence[str]) -> TextFeatures:
         """Encode ``B`` sentences into ``[B, L, C]`` word features, a ``[B, L]`` padding mask and ``[B, C]`` pooled."""
-        batch = self.tokenize(texts)
+        return self.encode_tokens(self.tokenize(texts))
+
+    def encode_tokens(self, batch: dict[str, torch.Tensor]) -> TextFeatures:
+        """:meth:`forward` after tokenising: ``batch`` holds the tokenizer's ``[B, L]`` tensors (``input_ids``,
+        ``attention_mask``, and ``token_type_ids`` where the model takes them)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self._frozen):
             hidden = self.backbone(**batch).last_hidden_state  # [B, L, hidden]
         words = self.proj(hidden)  # [B, L, C]

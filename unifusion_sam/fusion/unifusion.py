@@ -113,12 +113,17 @@ class ReferenceTokens:
       valid keys. The full UniRef++ model gives the mean of each reference's own valid keys,
       averaged over its references (the authors' rule, which differs from the mean over all
       tokens when references have different sizes).
+    - ``local``: optional ``[B, L]`` bool, ``True`` for tokens of an earlier frame of the query's own video,
+      which take the locality prior's key encoding (``mask_pos_logit``); ``False`` for tokens of another
+      image (an example shown for the object), which match on appearance alone. ``None``: every token is
+      local whenever a positional encoding is passed.
     """
 
     keys: torch.Tensor
     values: torch.Tensor
     padding_mask: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
+    local: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.keys.dim() != 3 or self.values.shape != self.keys.shape:
@@ -133,6 +138,9 @@ class ReferenceTokens:
             raise ValueError(
                 f"pooled must be [B, C] = {(self.keys.shape[0], self.keys.shape[2])}, got {tuple(self.pooled.shape)}"
             )
+        if self.local is not None and (self.local.dtype != torch.bool or self.local.shape != self.keys.shape[:2]):
+            raise ValueError(f"local must be a [B, L] = {tuple(self.keys.shape[:2])} bool tensor, got "
+                             f"{self.local.dtype} {tuple(self.local.shape)}")
 
     @classmethod
     def from_maps(cls, key_map: torch.Tensor, value_map: torch.Tensor) -> ReferenceTokens:
@@ -158,7 +166,11 @@ class ReferenceTokens:
         if any(with_pooled) and not all(with_pooled):
             raise ValueError("cannot concatenate references where only some carry a pooled condition")
         pooled = torch.stack([r.pooled for r in refs]).mean(0) if all(with_pooled) else None
-        return cls(torch.cat([r.keys for r in refs], 1), torch.cat([r.values for r in refs], 1), masks, pooled)
+        local = None
+        if any(r.local is not None for r in refs):
+            local = torch.cat([r.local if r.local is not None else torch.ones(r.keys.shape[:2], dtype=torch.bool,
+                                                                              device=r.keys.device) for r in refs], 1)
+        return cls(torch.cat([r.keys for r in refs], 1), torch.cat([r.values for r in refs], 1), masks, pooled, local)
 
     def valid_mask(self) -> torch.Tensor:
         """``[B, L]`` bool, ``True`` for real tokens."""
@@ -263,7 +275,8 @@ class UniFusion(nn.Module):
         """One branch: the residual ``alpha * (O * (1 + gamma) + beta)`` as ``[B, C, H, W]``. With
         ``pos`` ``[1 or B, C, H, W]``, the references are maps on the feature's grid (``L = K * H * W``
         tokens; with ``key_pos`` ``[1 or B, C, h', w']`` maps on that coarser grid, ``K * h' * w'`` tokens)
-        and ``pos_proj(pos)`` joins the queries, ``pos_proj(key_pos or pos)`` every reference's keys. With
+        and ``pos_proj(pos)`` joins the queries, ``pos_proj(key_pos or pos)`` every local reference's keys
+        (``ref.local``). With
         ``query_pos`` (same shape), ``lang_pos_proj(query_pos)`` joins the queries only."""
         b, c, h, w = feature.shape
         if ref.keys.shape[0] != b or ref.keys.shape[2] != c:
@@ -289,7 +302,10 @@ class UniFusion(nn.Module):
             where = self.pos_proj(pos.flatten(2).transpose(1, 2))  # [1 or B, HW, inner]
             q = q + where
             where_k = where if key_pos is None else self.pos_proj(key_pos.flatten(2).transpose(1, 2))
-            k = k + where_k.repeat(1, k.shape[1] // n, 1)
+            where_k = where_k.repeat(1, k.shape[1] // n, 1)  # [1 or B, L, inner]
+            if ref.local is not None:  # tokens of other images (examples) match on appearance alone
+                where_k = where_k * ref.local[..., None].to(where_k.dtype)
+            k = k + where_k
         if query_pos is not None:
             q = q + self.lang_pos_proj(query_pos.flatten(2).transpose(1, 2))  # [1 or B, HW, inner]
         q = q.view(b, h * w, heads, hd).transpose(1, 2)

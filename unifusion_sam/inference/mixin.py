@@ -9,7 +9,7 @@ use, stored on the model) caches encoded frames, and every ``track`` call runs a
 from __future__ import annotations
 
 from .predictor import ReferencePredictor
-from .session import VideoSession
+from .session import VideoSession, check_new_objects
 
 
 class ReferenceInferenceMixin:
@@ -41,30 +41,44 @@ class ReferenceInferenceMixin:
         """
         return self.predictor.predict(image, **kwargs)
 
-    def track(self, frames, *, text=None, masks=None, new_objects=None, sigma: float | str | None = None,
-              max_short_side: int | None = None, mask_refs: str = "first+previous",
+    def track(self, frames, *, text=None, masks=None, examples=None, new_objects=None,
+              sigma: float | str | None = None, max_short_side: int | None = None, mask_refs: str = "first+previous",
               rvos_refs: str = "language+mask", independent: bool = False):
         """Track objects through ``frames`` (any iterable of ``H x W x 3`` uint8 frames), online.
 
-        ``masks``: {object id: first-frame mask} (VOS); ``text``: a sentence (RVOS, object id 1) or
-        {object id: sentence}; ``new_objects``: {frame index: {object id: mask}} for objects that
-        appear later. ``sigma`` (score threshold or preset name) defaults to 0.3 with text and 0.4
-        otherwise. ``mask_refs`` (``"first+previous"``, ``"first"``, ``"previous"``) and ``rvos_refs``
-        (``"language+mask"``, ``"language"``) choose the references each frame's decode gets (the
-        paper's Table 9 / Table 7 ablations; see :class:`~unifusion_sam.inference.session.VideoSession`).
+        Each object is given one way: ``masks`` {object id: its mask on the first frame} (VOS); ``text`` a
+        sentence (RVOS, object id 1) or {object id: sentence}; ``examples`` {object id: [(image, mask), ...]},
+        pictures of it taken elsewhere, found and then followed (example-prompted tracking); ``new_objects``
+        {frame index: {object id: mask, sentence or examples}} for objects that join later. An object id
+        given twice is an error. ``sigma`` (score threshold or preset name) defaults to 0.3 with text and
+        0.4 otherwise. ``mask_refs`` (``"first+previous"``, ``"first"``, ``"previous"``) and ``rvos_refs``
+        (``"language+mask"``, ``"language"``) choose the references each frame's decode gets (the paper's
+        Table 9 / Table 7 ablations; see :class:`~unifusion_sam.inference.session.VideoSession`).
         ``independent``: the objects do not compete for pixels (e.g. several sentences tracked at once,
-        each as if alone; ``.masks`` per object, which may overlap). Yields
+        each as if alone; ``.masks`` per object, which may overlap). The references are checked now; the
+        frames are read as the returned iterator is consumed. Yields
         :class:`~unifusion_sam.inference.session.FrameResult` (``.masks``, ``.scores``, ``.label_map``).
         """
-        if text is None and not masks and not new_objects:
-            raise ValueError("track needs text, masks or new_objects to know what to follow")
+        texts = {} if text is None else dict(text) if isinstance(text, dict) else {1: text}
+        given = {"masks": dict(masks or {}), "text": texts, "examples": dict(examples or {})}
+        later = check_new_objects(new_objects)
+        if not any(given.values()) and not later:
+            raise ValueError("track needs masks, text, examples or new_objects to know what to follow")
+        seen: dict[int, str] = {}
+        for where, objects in [*given.items(), *((f"new_objects[{i}]", o) for i, o in sorted(later.items(), key=str))]:
+            for obj_id in objects:
+                if obj_id in seen:
+                    raise ValueError(f"object id {obj_id!r} is given twice ({seen[obj_id]} and {where}); each object "
+                                     "is given once (correct a track with VideoSession.correct)")
+                seen[obj_id] = where
         if sigma is None:
-            sigma = 0.3 if text is not None else 0.4
+            sigma = 0.3 if texts else 0.4
         session = VideoSession(self, sigma=sigma, max_short_side=max_short_side, mask_refs=mask_refs,
                                rvos_refs=rvos_refs, independent=independent)
-        if text is not None:
-            for obj_id, sentence in (text.items() if isinstance(text, dict) else [(1, text)]):
-                session.add_text_object(obj_id, sentence)
-        for obj_id, mask in (masks or {}).items():
+        for obj_id, sentence in texts.items():
+            session.add_text_object(obj_id, sentence)
+        for obj_id, shots in given["examples"].items():
+            session.add_example_object(obj_id, shots)
+        for obj_id, mask in given["masks"].items():
             session.add_object(obj_id, mask)
-        yield from session.run(frames, new_objects)
+        return session.run(frames, later)

@@ -205,14 +205,14 @@ class ReferencePredictor:
             if not isinstance(text, str):
                 raise TypeError(f"text must be a string, got {type(text).__name__}: {text!r}")
             validate_sentences(text)
-        pairs = self._reference_pairs(ref_images, ref_masks)
-        prompts = self._prompts(point_coords, point_labels, box, rgb.shape[:2])
+        pairs = self.reference_pairs(ref_images, ref_masks)
+        prompts = self.check_prompts(point_coords, point_labels, box, rgb.shape[:2])
         if text is None and not pairs and prompts is None:
             raise ValueError("nothing to segment: give text, ref_images + ref_masks, point_coords or box")
         task = "fss" if pairs and text is None else "ris"
         _, prepared, frame = self.embed(rgb, task=task)
         with inference_mode(self.model):
-            masks = self._encode_references(pairs, task) if pairs else None
+            masks = self.encode_references(pairs, task) if pairs else None
             feats = self.model.encode_text([text]) if text is not None else None
             objects = [ObjectQuery(text=feats, masks=[masks[k] for k in range(len(masks))] if masks else [])] \
                 if (feats is not None or masks is not None) else []
@@ -226,7 +226,7 @@ class ReferencePredictor:
             box=None if result.boxes is None else result.boxes[0].float().cpu().numpy(),
         )
 
-    def _reference_pairs(self, ref_images, ref_masks) -> list[tuple[np.ndarray, np.ndarray]]:
+    def reference_pairs(self, ref_images, ref_masks) -> list[tuple[np.ndarray, np.ndarray]]:
         if ref_images is None and ref_masks is None:
             return []
         if ref_images is None or ref_masks is None:
@@ -248,7 +248,7 @@ class ReferencePredictor:
             warnings.warn("all reference masks are empty: the prediction rests on image context alone", stacklevel=3)
         return pairs
 
-    def _encode_references(self, pairs, task: str) -> MaskReference:
+    def encode_references(self, pairs, task: str) -> MaskReference:
         """K (image, mask) supports, batched at one padded size (as the authors batch their shots): images
         whose own padded size is smaller are padded to the largest (and encoded at that size)."""
         encoded = [self.embed(rgb, name=f"ref_images[{k}]", task=task) for k, (rgb, _) in enumerate(pairs)]
@@ -261,7 +261,9 @@ class ReferencePredictor:
         return self.model.encode_masks([e[2] for e in encoded], [e[1] for e in encoded], masks)
 
     @staticmethod
-    def _prompts(point_coords, point_labels, box, size: tuple[int, int]) -> Prompts | None:
+    def check_prompts(point_coords, point_labels, box, size: tuple[int, int]) -> Prompts | None:
+        """SAM-style prompts validated against an image of ``size`` (H, W): ``Prompts`` in its pixels, or
+        ``None`` when there are none; a ``ValueError`` names a bad point, label or box."""
         h, w = size
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")

@@ -1,96 +1,68 @@
-"""Online video inference (VOS and RVOS) for both families: a stateful session over a stateless network.
+"""Online video inference (VOS, RVOS and example-prompted tracking) for every family: a stateful session over a
+stateless network.
 
-Feed frames one at a time (``session.step(frame)``, or ``for r in session.run(frames)`` over any
-iterable, so a live stream works). Per object the session keeps a fixed-size state: the encoded
-*first* reference (its mask on the frame where it was given, or for RVOS the first frame whose
-language-only score passes ``sigma``), and the *previous* frame's predicted mask. The previous frame's
-encoding is shared by all objects. Nothing grows with the number of frames seen.
+Feed frames one at a time (``session.step(frame)``, or ``for r in session.run(frames)`` over any iterable,
+so a live stream works). An object is given by a mask on the frame it appears in (VOS), by a sentence (RVOS)
+or by examples, pictures of it taken elsewhere with its mask (``add_example_object``). Per object the session
+keeps a fixed-size state (:class:`~.tracking.TrackedObject`): its *anchor* (the given mask encoded on its
+frame; for a sentence, the first frame whose language-only score passes ``sigma``; for examples, the examples
+themselves) and the *previous* frame's predicted mask. The previous frame's encoding is shared by all
+objects. Nothing grows with the number of frames seen.
 
-Per frame: the frame is encoded once; all objects are decoded in one batched forward (each with its
-own references); a mask is kept only if its score exceeds ``sigma``; masks are merged by soft
-aggregation (background = prod(1 - p_i), argmax) into a label map with stable ids. On the frame where
-an object's mask is given, the given mask is the output (painted over the predictions; where two
-given masks overlap, the smaller id wins). With ``keep_last_seen`` (the full UniRef++ model's default,
-as the authors' loop does) an object whose mask comes out empty keeps its last non-empty previous
-reference; otherwise the empty mask becomes the previous reference. The network runs in inference
-mode and the caller's train / eval modes are restored after. The session talks to the network only
-through :class:`~unifusion_sam.interface.ReferenceSegmenter`.
+Per frame: the frame is encoded once; all objects are decoded in one batched forward (each with its own
+references: anchor + previous mask; a sentence- or example-given object that is not found yet decodes from
+its sentence or its examples alone, and is found on the first frame whose score passes ``sigma``); a mask is
+kept only if its score exceeds ``sigma``; masks are merged by soft aggregation (background = prod(1 - p_i),
+argmax) into a label map with stable ids. On the frame where an object's mask is given, the given mask is the
+output (painted over the predictions; where two given masks overlap, the smaller id wins). With
+``keep_last_seen`` (the full UniRef++ model's default, as the authors' loop does) an object whose mask comes
+out empty keeps its last non-empty previous reference; otherwise the empty mask becomes the previous
+reference. Examples are other images: they never take UniFusion's locality prior (where the object lies in an
+example says nothing about where it lies in the video); frames of the video do.
 
 The references can be switched off, to rerun the paper's ablations (UniRef++ Tables 9 and 7):
+``mask_refs`` ``"first+previous"`` (default), ``"first"`` (the anchor only) or ``"previous"`` (the previous
+mask only, once there is one); ``rvos_refs`` ``"language+mask"`` (default) or ``"language"`` (the sentence
+alone on every frame; no mask reference is ever encoded for the object). A switched-off reference is never
+encoded, so it costs nothing.
 
-- ``mask_refs`` (every object with a mask reference): ``"first+previous"`` (the default: both),
-  ``"first"`` (every frame uses only the first reference: the given mask, or for RVOS the first
-  confident frame's prediction) or ``"previous"`` (only the previous frame's mask; for VOS the given
-  mask is the previous reference on the frame after it, afterwards only the previous prediction);
-- ``rvos_refs`` (objects given by a sentence): ``"language+mask"`` (the default: the sentence plus the
-  mask references above once a frame passes ``sigma``) or ``"language"`` (the sentence alone on every
-  frame; no mask reference is ever encoded for the object, not even one given with ``add_object``).
-
-A reference that is switched off is never encoded, so it costs nothing.
-
-``set_previous_mask`` replaces an object's previous-frame reference after a step (the first reference
-stays): a correction that does not re-anchor the object, or teacher forcing when measuring drift.
+Corrections after a step: :meth:`VideoSession.correct` replaces an object's mask on the frame just processed
+(given, or from SAM-style point / box prompts) and re-anchors the object there; :meth:`set_previous_mask`
+replaces only its previous-frame reference (a light correction, or teacher forcing when measuring drift).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..encoders.text import TextFeatures
-from ..interface import MaskReference, ObjectQuery, PreparedImage
+from ..interface import MaskReference, ObjectQuery, PreparedImage, Prompts
 from .inputs import to_bool_mask, to_rgb_array
 from .predictor import inference_mode
+from .tracking import (
+    MASK_REFS,
+    RVOS_REFS,
+    SIGMA_PRESETS,
+    FrameResult,
+    TrackedObject,
+    aggregate,
+    check_examples_not_empty,
+    check_new_objects,
+    check_object_id,
+    check_refs,
+    example_pairs,
+    reference_kind,
+    resolve_sigma,
+    to_size,
+)
 
-SIGMA_PRESETS = {"youtube_vos": 0.4, "mose": 0.4, "davis": 0.3, "rvos": 0.3, "lvos": 0.5}
-MASK_REFS = ("first+previous", "first", "previous")  # which mask references an object's decode gets
-RVOS_REFS = ("language+mask", "language")  # what a sentence-given object's decode gets
-
-
-def resolve_sigma(sigma: float | str) -> float:
-    """A score threshold, or a preset name: youtube_vos/mose 0.4, davis/rvos 0.3, lvos 0.5."""
-    if isinstance(sigma, str):
-        if sigma not in SIGMA_PRESETS:
-            raise ValueError(f"unknown sigma preset {sigma!r}; choose a number or one of {sorted(SIGMA_PRESETS)}")
-        return SIGMA_PRESETS[sigma]
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
-        raise TypeError(f"sigma must be a number or a preset name, got {sigma!r}")
-    return float(sigma)
-
-
-def check_refs(name: str, value: str, choices: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``choices`` (:data:`MASK_REFS` / :data:`RVOS_REFS`), else ``ValueError``."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
-
-
-@dataclass
-class FrameResult:
-    """One frame's output: ``masks`` {object id: H x W bool}, ``scores`` {object id: float} (the
-    object score; given masks score 1.0), ``label_map`` H x W uint8 (0 = background)."""
-
-    index: int
-    masks: dict[int, np.ndarray]
-    scores: dict[int, float]
-    label_map: np.ndarray
-
-
-@dataclass
-class _Object:
-    text: TextFeatures | None = None  # the sentence, encoded (batch 1)
-    first: MaskReference | None = None  # length 1
-    # [Hp, Wp] float 0/1 on prev_frame's network input; set once the object has a mask to follow
-    prev_mask: torch.Tensor | None = None
-    # (prepared, encoded) of the frame prev_mask is on (shared, not copied); None where "previous" is off
-    prev_frame: tuple | None = None
-    pending: np.ndarray | None = None  # a mask given for the next frame
-    meta: dict = field(default_factory=dict)
+__all__ = ["MASK_REFS", "RVOS_REFS", "SIGMA_PRESETS", "FrameResult", "VideoSession", "check_new_objects", "check_refs",
+           "resolve_sigma"]
 
 
 class VideoSession:
@@ -122,72 +94,171 @@ class VideoSession:
         if not isinstance(independent, bool):
             raise TypeError(f"independent must be a bool, got {independent!r}")
         self.independent = independent
-        self.objects: dict[int, _Object] = {}
+        self.objects: dict[int, TrackedObject] = {}
         self.frame_index = -1
         self._prev: tuple[PreparedImage, object] | None = None  # previous frame (prepared, encoded)
         self._size: tuple[int, int] | None = None
+        self._last: FrameResult | None = None  # the frame just processed, as returned
 
     # ------------------------------------------------------------------ objects
+    def add(self, obj_id: int, reference) -> None:
+        """Give object ``obj_id`` by a mask (on the next frame), a sentence or examples (:func:`~.tracking.reference_kind`)."""
+        kind = reference_kind(reference)
+        if kind == "text":
+            self.add_text_object(obj_id, reference)
+        elif kind == "examples":
+            self.add_example_object(obj_id, reference)
+        else:
+            self.add_object(obj_id, reference)
+
     def add_object(self, obj_id: int, mask) -> None:
-        """Give object ``obj_id``'s mask on the next frame to be processed (its first frame, or a correction)."""
-        obj_id = self._check_id(obj_id)
-        obj = self.objects.setdefault(obj_id, _Object())
+        """Give object ``obj_id``'s mask on the next frame to be processed: its first frame, or, for an object
+        already tracked, a new anchor there (the mask becomes that frame's output and its first reference)."""
+        obj_id = check_object_id(obj_id)
+        obj = self.objects.setdefault(obj_id, TrackedObject())
         obj.pending = mask
 
     def add_text_object(self, obj_id: int, text: str) -> None:
         """Track the object a sentence refers to (RVOS), from the next frame on."""
-        obj_id = self._check_id(obj_id)
+        obj_id = self._new_id(obj_id)
         if not isinstance(text, str):
             raise TypeError(f"text must be a string, got {type(text).__name__}: {text!r}")
         with inference_mode(self.model):
             feats = self.model.encode_text([text])
-        self.objects[obj_id] = _Object(text=feats)
+        self.objects[obj_id] = TrackedObject(text=feats)
 
-    def set_previous_mask(self, obj_id: int, mask) -> None:
-        """Make ``mask`` (``H x W`` bool, on the frame just processed) object ``obj_id``'s previous-frame
-        reference, keeping its first reference: the next frame follows this mask instead of the one the
-        session predicted (a light correction that does not re-anchor the object, or teacher forcing in
-        ``benchmarks/vos_failures.py``). The frame's returned masks are not changed. The object must
-        already follow a mask (a given one, or for RVOS a confident frame's prediction)."""
-        obj_id = self._check_id(obj_id)
-        obj = self.objects.get(obj_id)
-        if obj is None:
+    def add_example_object(self, obj_id: int, examples) -> None:
+        """Find and track the object that ``examples`` show: ``[(image, mask), ...]``, pictures of it taken
+        elsewhere (one or several). Until it is found (a frame whose score passes ``sigma``) each frame is
+        decoded with the examples as references, as few-shot segmentation does; from then on with the
+        examples in place of a first-frame reference, plus its previous frame's mask."""
+        obj_id = self._new_id(obj_id)
+        name = f"examples of object {obj_id}"
+        images, masks = example_pairs(examples, name)
+        try:
+            with warnings.catch_warnings():  # an empty example mask is an error here, not a warning
+                warnings.simplefilter("ignore", UserWarning)
+                pairs = self.model.predictor.reference_pairs(images, masks)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name}: {exc}") from exc
+        check_examples_not_empty([m for _, m in pairs], name)
+        with inference_mode(self.model):
+            refs = self.model.predictor.encode_references(pairs, task="fss")
+        self.objects[obj_id] = TrackedObject(examples=refs.with_local(False))
+
+    def remove_object(self, obj_id: int) -> None:
+        self.objects.pop(obj_id, None)
+
+    def _new_id(self, obj_id) -> int:
+        obj_id = check_object_id(obj_id)
+        if obj_id in self.objects:
+            raise ValueError(f"object {obj_id} is tracked already (given by its {self.objects[obj_id].kind}); "
+                             "remove_object it first, or correct it with correct()")
+        return obj_id
+
+    def _known(self, obj_id, action: str) -> TrackedObject:
+        obj_id = check_object_id(obj_id)
+        if obj_id not in self.objects:
             raise ValueError(f"unknown object {obj_id}; the session tracks {sorted(self.objects)}")
         if self._prev is None or self._size is None:
-            raise ValueError("set_previous_mask needs a processed frame: call step() first")
+            raise ValueError(f"{action} needs a processed frame: call step() first")
+        return self.objects[obj_id]
+
+    # ------------------------------------------------------------------ corrections
+    def set_previous_mask(self, obj_id: int, mask) -> None:
+        """Make ``mask`` (``H x W`` bool, on the frame just processed) object ``obj_id``'s previous-frame
+        reference, keeping its anchor: the next frame follows this mask instead of the one the session
+        predicted (a light correction that does not re-anchor the object, or teacher forcing in
+        ``benchmarks/vos_failures.py``). The frame's returned masks are not changed. The object must
+        already follow a mask (a given one, or for RVOS a confident frame's prediction)."""
+        obj = self._known(obj_id, "set_previous_mask")
         if obj.pending is not None:
             raise ValueError(f"object {obj_id} has a mask given for the next frame (add_object), which replaces "
                              "its references there")
         if obj.prev_mask is None:
             raise ValueError(f"object {obj_id} follows no mask yet: give it one with add_object")
         prepared, encoded = self._prev
-        small = self._to_size(to_bool_mask(mask, self._size, name=f"mask of object {obj_id}"), prepared.original_size)
+        small = to_size(to_bool_mask(mask, self._size, name=f"mask of object {obj_id}"), prepared.original_size)
         with inference_mode(self.model):
             obj.prev_mask = self.model.prepare_mask(small, prepared)
         obj.prev_frame = (prepared, encoded) if self._uses(obj)[1] else None
 
-    def remove_object(self, obj_id: int) -> None:
-        self.objects.pop(obj_id, None)
+    def correct(self, obj_id: int, *, mask=None, points=None, labels=None, box=None) -> FrameResult:
+        """Correct object ``obj_id`` on the frame just processed, and have the following frames follow it.
 
-    @staticmethod
-    def _check_id(obj_id: int) -> int:
-        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or not 1 <= int(obj_id) <= 255:
-            raise ValueError(f"object ids must be ints in [1, 255] (0 is background), got {obj_id!r}")
-        return int(obj_id)
+        Give the right ``mask`` (``H x W``, any family), or SAM-style prompts (SAM family): ``points``
+        ``N x 2`` (x, y) frame pixels with ``labels`` (1 object, 0 background) and / or a ``box`` (x0, y0, x1,
+        y1); the object is decoded again on that frame with its references and the prompts. The corrected mask
+        replaces the frame's output for the object (the returned :class:`FrameResult`; other objects lose the
+        pixels it takes) and becomes **both its anchor and its previous reference**: the anchor (the
+        first-frame mask, a sentence's first confident frame, or the examples) is what every later frame is
+        matched against, so keeping a wrong or outdated one would pull the track back to the error within a
+        few frames, while the corrected frame shows the object as it looks now. A sentence stays with its
+        object; examples are dropped (the object is now anchored on a frame of this video)."""
+        obj = self._known(obj_id, "correct")
+        obj_id = int(obj_id)
+        if (mask is None) == (points is None and box is None):
+            raise ValueError("correct takes either mask= or prompts (points= with labels=, and / or box=)")
+        prepared, encoded = self._prev
+        if mask is not None:
+            corrected = to_bool_mask(mask, self._size, name=f"mask of object {obj_id}")
+        else:
+            corrected = self._decode_with_prompts(obj_id, obj, prepared, encoded, points, labels, box)
+        work = to_size(corrected, prepared.original_size)
+        with inference_mode(self.model):
+            m = self.model.prepare_mask(work, prepared)
+            obj.first = self.model.encode_masks([encoded], [prepared], m[None]).with_local(True)
+            obj.examples, obj.pending = None, None
+            obj.prev_mask, obj.prev_frame = m, (prepared, encoded) if self._uses(obj)[1] else None
+            if obj.found_at is None:
+                obj.found_at = self.frame_index
+        last = self._last
+        label_map = last.label_map.copy()
+        masks, scores = dict(last.masks), {**last.scores, obj_id: 1.0}
+        if not self.independent:
+            label_map[label_map == obj_id] = 0
+            label_map[corrected] = obj_id
+            masks = {k: label_map == k for k in masks}
+            with inference_mode(self.model):  # the others' previous references lose the pixels it took
+                for k, other in self.objects.items():
+                    if k != obj_id and other.prev_mask is not None and k in last.masks and (last.masks[k] & corrected).any():
+                        other.prev_mask = self.model.prepare_mask(to_size(masks[k], prepared.original_size), prepared)
+        else:
+            masks[obj_id] = corrected
+            label_map[corrected] = obj_id
+        self._last = FrameResult(last.index, masks, scores, label_map)
+        return self._last
 
-    def _uses(self, obj: _Object) -> tuple[bool, bool]:
-        """Whether ``obj``'s decode gets its (first, previous) mask reference."""
-        if obj.text is not None and self.rvos_refs == "language":
-            return False, False
-        return self.mask_refs != "previous", self.mask_refs != "first"
+    def _decode_with_prompts(self, obj_id, obj, prepared, encoded, points, labels, box) -> np.ndarray:
+        """The object's mask on the frame just processed, decoded with its references and SAM-style prompts
+        (in frame pixels, scaled to the working size)."""
+        h, w = self._size
+        sy, sx = prepared.original_size[0] / h, prepared.original_size[1] / w
+        pts = lab = bx = None
+        if points is not None:
+            pts = np.asarray(points, dtype=np.float64).reshape(-1, 2) if np.size(points) else None
+            if labels is None:
+                raise ValueError("points need labels (1 = the object, 0 = background)")
+        checked = self.model.predictor.check_prompts(pts, None if pts is None else labels, box, (h, w))
+        if checked is not None:
+            pts = None if checked.points is None else checked.points * (sx, sy)
+            lab = checked.labels
+            bx = None if checked.box is None else checked.box * (sx, sy, sx, sy)
+        query = self._query(obj, self._previous_reference([obj]).get(0))
+        with inference_mode(self.model):
+            decoded = self.model.decode_objects(encoded, prepared, [query], task="video", tracking=True,
+                                                prompts=Prompts(pts, lab, bx))
+            result = self.model.postprocess(decoded, prepared, "video")
+        return to_size(result.masks[0].cpu().numpy(), (h, w))
 
     # ------------------------------------------------------------------ frames
-    def run(self, frames: Iterable, new_objects: Mapping[int, Mapping[int, np.ndarray]] | None = None) -> Iterator[FrameResult]:
-        """Step through ``frames`` lazily; ``new_objects[i]`` = {object id: mask} given on frame ``i``
-        (the session's frame index, which equals the position in ``frames`` for a new session)."""
+    def run(self, frames: Iterable, new_objects: Mapping[int, Mapping[int, object]] | None = None) -> Iterator[FrameResult]:
+        """Step through ``frames`` lazily; ``new_objects[i]`` = {object id: mask, sentence or examples} given on
+        frame ``i`` (the session's frame index, which equals the position in ``frames`` for a new session)."""
+        new_objects = check_new_objects(new_objects)
         for frame in frames:
-            for obj_id, mask in (new_objects or {}).get(self.frame_index + 1, {}).items():
-                self.add_object(obj_id, mask)
+            for obj_id, reference in new_objects.get(self.frame_index + 1, {}).items():
+                self.add(obj_id, reference)
             yield self.step(frame)
 
     def step(self, frame) -> FrameResult:
@@ -208,25 +279,27 @@ class VideoSession:
         _, prepared, encoded = self.model.predictor.embed(work, name=f"frame {self.frame_index}", task="video")
         with inference_mode(self.model):
             given = self._take_given(pending, prepared, encoded)
-            tracked = [k for k, o in self.objects.items() if k not in given and (o.prev_mask is not None or o.text)]
+            tracked = [k for k, o in self.objects.items()
+                       if k not in given and (o.prev_mask is not None or o.text is not None or o.examples is not None)]
             probs, scores = self._predict(tracked, prepared, encoded) if tracked else ({}, {})
             stack = self._at_work_size(probs, prepared)
-            label_map = self._aggregate(stack, size)  # predicted objects only ...
+            label_map = aggregate(stack, size)  # predicted objects only ...
             scores.update({k: 1.0 for k in given})
             for k in sorted(pending, reverse=True):  # ... then given masks, exactly as given, on top
                 label_map[pending[k]] = k
             work_size = prepared.original_size
             if self.independent:  # each object's own mask (given ones as given)
                 seen = {k: (stack[k] > 0.5).numpy() for k in stack}  # at the working size
-                seen.update({k: self._to_size(pending[k], work_size) for k in pending})
-                masks = {k: pending[k] if k in pending else self._to_size(seen[k], size) if k in seen
+                seen.update({k: to_size(pending[k], work_size) for k in pending})
+                masks = {k: pending[k] if k in pending else to_size(seen[k], size) if k in seen
                          else np.zeros(size, bool) for k in self.objects}
             else:
                 masks = {k: label_map == k for k in self.objects}
-                small = self._to_size(label_map, work_size)
+                small = to_size(label_map, work_size)
                 seen = {k: small == k for k in self.objects}
             self._update_state(prepared, encoded, seen, masks, scores, tracked, given)
-        return FrameResult(self.frame_index, masks, scores, label_map)
+        self._last = FrameResult(self.frame_index, masks, scores, label_map)
+        return self._last
 
     def _downscale(self, rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]
@@ -236,6 +309,12 @@ class VideoSession:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
 
+    def _uses(self, obj: TrackedObject) -> tuple[bool, bool]:
+        """Whether ``obj``'s decode gets its (anchor, previous) mask reference."""
+        if obj.text is not None and self.rvos_refs == "language":
+            return False, False
+        return self.mask_refs != "previous", self.mask_refs != "first"
+
     def _take_given(self, pending: dict[int, np.ndarray], prepared: PreparedImage, encoded) -> set[int]:
         """Masks given for this frame (validated, at the frame size) become the objects' first references,
         encoded together in one batch (only for objects whose decode uses a first reference)."""
@@ -243,34 +322,45 @@ class VideoSession:
             self.objects[k].pending = None
         ids = [k for k in pending if self._uses(self.objects[k])[0]]
         if ids:
-            masks = torch.stack([self.model.prepare_mask(self._to_size(pending[k], prepared.original_size),
-                                                         prepared) for k in ids])
+            masks = torch.stack([self.model.prepare_mask(to_size(pending[k], prepared.original_size), prepared)
+                                 for k in ids])
             encoded_refs = self.model.encode_masks([encoded], [prepared], masks)
             for j, k in enumerate(ids):
-                self.objects[k].first = encoded_refs[j]
+                self.objects[k].first = encoded_refs[j].with_local(True)
         return set(pending)
 
-    def _predict(self, ids: list[int], prepared: PreparedImage, encoded):
-        """One batched forward for all tracked objects; returns probabilities at the working size and scores."""
-        objs = [self.objects[k] for k in ids]
-        uses = [self._uses(o) for o in objs]  # (first, previous) per object
-        groups: dict[int, list[int]] = {}  # previous masks grouped by the frame they are on (usually one)
+    def _previous_reference(self, objs: list[TrackedObject]) -> dict[int, MaskReference]:
+        """The previous masks of ``objs`` that their decode uses, encoded, grouped by the frame they are on."""
+        groups: dict[int, list[int]] = {}
         for i, o in enumerate(objs):
-            if o.prev_mask is not None and uses[i][1]:
+            if o.prev_mask is not None and self._uses(o)[1]:
                 groups.setdefault(id(o.prev_frame[1]), []).append(i)
         prev: dict[int, MaskReference] = {}
         for rows in groups.values():
             prev_prepared, prev_encoded = objs[rows[0]].prev_frame
             encoded_refs = self.model.encode_masks([prev_encoded], [prev_prepared],
                                                    torch.stack([objs[i].prev_mask for i in rows]))
-            prev.update({i: encoded_refs[j] for j, i in enumerate(rows)})
-        queries = []
-        for i, o in enumerate(objs):
-            # [first, previous] (each length 1) once the object has a mask to follow (a given one, or for
-            # RVOS a confident frame's), less what the switches turn off; none before that
-            first = o.first if uses[i][0] and o.prev_mask is not None else None
-            refs = [r for r in (first, prev.get(i)) if r is not None]
-            queries.append(ObjectQuery(text=o.text, masks=refs))
+            prev.update({i: encoded_refs[j].with_local(True) for j, i in enumerate(rows)})
+        return prev
+
+    def _query(self, obj: TrackedObject, previous: MaskReference | None) -> ObjectQuery:
+        """An object's references on this frame: its sentence, and [anchor, previous] once it has a mask to
+        follow (a given one, or a sentence's / examples' found frame), less what the switches turn off; before
+        that an example-given object has its examples alone."""
+        use_first, _ = self._uses(obj)
+        if obj.examples is not None:
+            shots = [obj.examples[j] for j in range(len(obj.examples))]
+            if obj.prev_mask is None or (use_first and previous is None):
+                return ObjectQuery(masks=shots)
+            return ObjectQuery(masks=[*(shots if use_first else []), *([previous] if previous is not None else [])])
+        first = obj.first if use_first and obj.prev_mask is not None else None
+        return ObjectQuery(text=obj.text, masks=[r for r in (first, previous) if r is not None])
+
+    def _predict(self, ids: list[int], prepared: PreparedImage, encoded):
+        """One batched forward for all tracked objects; returns probabilities at the working size and scores."""
+        objs = [self.objects[k] for k in ids]
+        prev = self._previous_reference(objs)
+        queries = [self._query(o, prev.get(i)) for i, o in enumerate(objs)]
         decoded = self.model.decode_objects(encoded, prepared, queries, task="video", tracking=True)
         result = self.model.postprocess(decoded, prepared, "video")  # probabilities at the working size
         probs, scores = {}, {}
@@ -286,26 +376,6 @@ class VideoSession:
         return {k: F.interpolate(p[None, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
                 if p.shape != (h, w) else p.float() for k, p in probs.items()}
 
-    @staticmethod
-    def _to_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """A bool or uint8 map at ``size`` (H x W), nearest-neighbour (writable)."""
-        if mask.shape == size:
-            return mask
-        return np.array(Image.fromarray(mask.astype(np.uint8)).resize((size[1], size[0]), Image.NEAREST)).astype(mask.dtype)
-
-    def _aggregate(self, stack: dict[int, torch.Tensor], size: tuple[int, int]) -> np.ndarray:
-        """Soft aggregation: background = prod(1 - p_i); label = argmax over [background, p_1..p_N].
-
-        Probabilities are at the working size; the label map is returned at the frame's ``size``."""
-        if not stack:
-            return np.zeros(size, dtype=np.uint8)
-        ids = sorted(stack)
-        probs = torch.stack([stack[k] for k in ids])  # [N, h, w]
-        background = torch.prod(1 - probs, dim=0, keepdim=True)
-        winner = torch.cat([background, probs]).argmax(dim=0)  # [h, w] in 0..N
-        lut = torch.tensor([0, *ids], dtype=torch.uint8)
-        return self._to_size(lut[winner].numpy(), size)
-
     def _update_state(self, prepared, encoded, seen_masks, masks, scores, tracked, given) -> None:
         """Each object's previous mask becomes this frame's output (``seen_masks``: at the working size, on
         this frame's encoding; kept only as a flag where the switches turn the previous reference off)."""
@@ -315,13 +385,13 @@ class VideoSession:
                 continue  # nothing to follow yet, or (RVOS, language only) no mask state at all
             seen = seen_masks[k]
             frame = (prepared, encoded) if use_prev else None
-            if obj.text is not None and obj.prev_mask is None and k not in given:
-                # RVOS: language only until a frame's score passes sigma; that prediction becomes the first reference
+            if obj.searching and k not in given:
+                # a sentence or examples alone until a frame's score passes sigma: that prediction is the object
                 if k in tracked and scores.get(k, 0.0) > self.sigma and masks[k].any():
                     m = self.model.prepare_mask(seen, prepared)
-                    if use_first:
-                        obj.first = self.model.encode_masks([encoded], [prepared], m[None])
-                    obj.prev_mask, obj.prev_frame = m, frame
+                    if use_first and obj.text is not None:  # a sentence's anchor; examples are their own
+                        obj.first = self.model.encode_masks([encoded], [prepared], m[None]).with_local(True)
+                    obj.prev_mask, obj.prev_frame, obj.found_at = m, frame, self.frame_index
                 continue
             if self.keep_last_seen and obj.prev_mask is not None and not seen.any():
                 continue  # the object is not visible: keep its last previous reference (and that frame)

@@ -61,7 +61,15 @@ class DataSource(JsonConfig):
     def __post_init__(self) -> None:
         check_choice("data.kind", self.kind, SOURCE_KINDS)
         self.min_sizes, self.max_size = check_sizes("data", self.min_sizes, self.max_size)
-        check_choice("data.task", self.task, ("ris", "fss", "vos", "rvos", "pseudo_vos", "det"))
+        check_choice("data.task", self.task, ("ris", "fss", "vos", "rvos", "pseudo_vos", "det", "vos_examples"))
+        if self.task == "vos_examples" and self.kind != "synthetic":
+            raise ValueError(f"data task 'vos_examples' (the object shown by examples from other scenes) is made by the "
+                             f"synthetic generator only, not by {self.kind!r}")
+        for name, check in (("shots", check_positive_int), ("found_prob", check_probability)):
+            if name in self.options:
+                if self.task != "vos_examples":
+                    raise ValueError(f"data.options.{name} is for task 'vos_examples', not {self.task!r}")
+                check(f"data.options.{name}", self.options[name])
         if self.kind == "objects365" and self.task != "det":
             raise ValueError(f"data source 'objects365' is detection data (boxes only): task must be 'det', "
                              f"got {self.task!r}")

@@ -93,7 +93,10 @@ class NoisyPreviousReference(Source):
 
 class SyntheticSource(Source):
     """The library's synthetic data; ``options.pool`` = how many distinct items are cycled (default 4000);
-    ``options.first_ref`` (VOS / RVOS) = the object's first frame is an extra (first) reference."""
+    ``options.first_ref`` (VOS / RVOS) = the object's first frame is an extra (first) reference; for
+    ``vos_examples`` (the object shown by examples from other scenes instead of its first frame),
+    ``options.shots`` examples (default 1) and ``options.found_prob``, the share of samples where the object
+    was found already and its previous-frame mask follows the examples (default 0.5)."""
 
     def __init__(self, cfg: DataSource, image_size: int, seed: int) -> None:
         from ..data.synthetic import SyntheticConfig, SyntheticDataset
@@ -101,7 +104,9 @@ class SyntheticSource(Source):
         options = dict(cfg.options)
         self.pool = int(options.pop("pool", 4000))
         self.first_ref = options.pop("first_ref", False)  # validated by DataSource
-        task = "ris" if cfg.task in ("pseudo_vos", "det") else cfg.task
+        self.shots = int(options.pop("shots", 1))
+        self.found_prob = float(options.pop("found_prob", 0.5))
+        task = {"pseudo_vos": "ris", "det": "ris", "vos_examples": "vos"}.get(cfg.task, cfg.task)
         config = SyntheticConfig(seed=seed, image_size=(image_size, image_size), **options)
         self.dataset = SyntheticDataset(cfg.split, task, self.pool, config)
         self.task = cfg.task
@@ -117,7 +122,10 @@ class SyntheticSource(Source):
             return RefSample("det", rec.image, labels > 0, meta={"key": f"{self.name}:{self.dataset.split}:{i}"},
                              boxes=mask_boxes(masks), labels=np.zeros(len(ids), np.int64), instance_masks=masks)
         video = self.task in ("vos", "rvos")
-        s = self.dataset.video_sample(i, first_ref=self.first_ref) if video else self.dataset[i]
+        if self.task == "vos_examples":
+            s = self.dataset.example_video_sample(i, self.shots, self.found_prob)
+        else:
+            s = self.dataset.video_sample(i, first_ref=self.first_ref) if video else self.dataset[i]
         key = f"{self.name}:{self.dataset.split}:{i}"
         ref_keys = [f"{key}:ref{k}" for k in range(len(s.ref_images))]
         if "first_frame" in s.meta:

@@ -4,7 +4,8 @@ Textured shapes (6 classes, 7 colours, 2 sizes) on smooth backgrounds, with:
 
 - RIS scenes and the shortest sentence that identifies the target (checked to be unique),
 - FSS episodes by shape class (masks cover all instances of the class),
-- VOS / RVOS videos of moving, occluding shapes, late-entering objects and motion sentences.
+- VOS / RVOS videos of moving, occluding shapes, late-entering objects and motion sentences,
+- examples of a video's object drawn into other scenes (example-prompted tracking).
 
 Every item is a pure function of ``(config, split, task, index)``; see :class:`SyntheticDataset`.
 """
@@ -12,6 +13,7 @@ Every item is a pure function of ``(config, split, task, index)``; see :class:`S
 from .config import SyntheticConfig
 from .dataset import SyntheticDataset
 from .episodes import episode_class, make_episode
+from .examples import example_key, object_examples
 from .rng import SPLITS, item_rng
 from .scenes import Scene, make_referring_expression, sample_scene
 from .shapes import COLOURS, SHAPE_CLASSES, SIZES, ShapeSpec
@@ -29,11 +31,13 @@ __all__ = [
     "SyntheticDataset",
     "VideoSpec",
     "episode_class",
+    "example_key",
     "flip_sentence",
     "item_rng",
     "make_episode",
     "make_referring_expression",
     "make_video",
+    "object_examples",
     "sample_scene",
     "sample_video",
 ]

@@ -10,6 +10,7 @@ import numpy as np
 from ..types import TASKS, FewShotEpisode, ReferringExpression, RefSample, VideoRecord
 from .config import SyntheticConfig
 from .episodes import make_episode
+from .examples import example_key, object_examples
 from .rng import SPLITS, item_rng
 from .scenes import make_referring_expression
 from .videos import VideoSpec, make_video, sample_video
@@ -141,6 +142,26 @@ class SyntheticDataset:
             meta["first_frame"] = first
         return RefSample(self.task, image, labels == obj, text=text, ref_images=ref_images,  # type: ignore[arg-type]
                          ref_masks=ref_masks, meta=meta)
+
+
+    def example_video_sample(self, i: int, shots: int = 1, found_prob: float = 0.5) -> RefSample:
+        """VOS sample ``i`` whose object is shown by ``shots`` examples from other scenes
+        (:func:`~.examples.object_examples`) instead of its first frame, as example-prompted tracking does:
+        with probability ``found_prob`` the object was found already and its previous-frame mask follows the
+        examples (the tracking state), otherwise the examples are the only references (the search state).
+        ``meta["ref_local"]`` says which references are frames of the video (``True``) and which are other
+        images (``False``). Task ``"vos_examples"``."""
+        base = self.video_sample(i)
+        obj = base.meta["object_id"]
+        spec = sample_video(self.config, self.split, self._index(i))
+        examples = object_examples(self.config, self.split, example_key(self._index(i), obj), spec.shapes[obj - 1],
+                                   shots)
+        rng = item_rng(self.config.seed, self.split, "vos_examples", self._index(i))
+        found = bool(rng.random() < found_prob)
+        images = [e[0] for e in examples] + (list(base.ref_images[-1:]) if found else [])
+        masks = [e[1] for e in examples] + (list(base.ref_masks[-1:]) if found else [])
+        meta = {**base.meta, "ref_local": [False] * len(examples) + [True] * found, "found": found}
+        return RefSample("vos_examples", base.image, base.mask, ref_images=images, ref_masks=masks, meta=meta)
 
 
 def _min_pixels(spec: VideoSpec, object_id: int, t: int) -> int:

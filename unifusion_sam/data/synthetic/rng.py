@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 SPLITS: tuple[str, ...] = ("train", "heldout")
-_STREAMS = {"ris": 0, "fss": 1, "video": 2, "vos": 3, "rvos": 4}
+_STREAMS = {"ris": 0, "fss": 1, "video": 2, "vos": 3, "rvos": 4, "examples": 5, "vos_examples": 6}
 
 
 def item_rng(seed: int, split: str, stream: str, index: int) -> np.random.Generator:

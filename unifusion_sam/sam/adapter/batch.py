@@ -31,7 +31,9 @@ class SamBatch:
     coordinates, ``boxes`` ``[B, 4]``.
     ``tracking``: ``[B]`` bool, the sample's references are earlier frames of its own video (VOS,
     RVOS), so where the object was is a cue (UniFusion's locality prior, ``fusion.mask_pos_logit``);
-    ``None``: no sample's are (few-shot supports are other images).
+    ``None``: no sample's are (few-shot supports are other images). ``ref_local``: ``[R]`` bool, per
+    reference, for samples that mix both kinds (examples of the object from other images and its previous
+    frame): only the local ones take the prior; ``None``: every reference of a tracking sample does.
     """
 
     texts: list[str | None]
@@ -46,6 +48,7 @@ class SamBatch:
     point_labels: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
     tracking: torch.Tensor | None = None
+    ref_local: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)
 
     @property
@@ -81,6 +84,9 @@ class SamBatch:
                 raise ValueError(f"ref_owner values must be in [0, {b}), got {self.ref_owner.tolist()}")
         if self.tracking is not None and (self.tracking.dtype != torch.bool or self.tracking.shape != (b,)):
             raise ValueError(f"tracking must be a [B] = [{b}] bool tensor, got {self.tracking.dtype} {tuple(self.tracking.shape)}")
+        if self.ref_local is not None and (self.ref_local.dtype != torch.bool or self.ref_local.shape != (self.num_refs,)):
+            raise ValueError(f"ref_local must be an [R] = [{self.num_refs}] bool tensor, got {self.ref_local.dtype} "
+                             f"{tuple(self.ref_local.shape)}")
 
 
 @dataclass
@@ -96,11 +102,12 @@ class SamOutput:
 
 
 def group_references(
-    keys: torch.Tensor, values: torch.Tensor, owner: torch.Tensor, batch: int
+    keys: torch.Tensor, values: torch.Tensor, owner: torch.Tensor, batch: int, local: torch.Tensor | None = None
 ) -> ReferenceTokens:
     """Concatenate each sample's reference tokens along the token axis and pad to a common length.
 
-    ``keys``/``values``: ``[R, T, C]`` (T tokens per reference); ``owner``: ``[R]``. Returns tokens
+    ``keys``/``values``: ``[R, T, C]`` (T tokens per reference); ``owner``: ``[R]``; ``local``: optional
+    ``[R]`` bool, which references take the locality prior (spread over their tokens). Returns tokens
     ``[B, Kmax * T, C]`` with a padding mask; a sample without references is fully padded.
     """
     r, t, c = keys.shape
@@ -109,6 +116,7 @@ def group_references(
     out_k = keys.new_zeros(batch, kmax * t, c)
     out_v = values.new_zeros(batch, kmax * t, c)
     padding = torch.ones(batch, kmax * t, dtype=torch.bool, device=keys.device)
+    out_local = None if local is None else torch.zeros(batch, kmax * t, dtype=torch.bool, device=keys.device)
     slot = torch.zeros(batch, dtype=torch.long)
     for i in range(r):
         b = int(owner[i])
@@ -116,8 +124,10 @@ def group_references(
         out_k[b, s : s + t] = keys[i]
         out_v[b, s : s + t] = values[i]
         padding[b, s : s + t] = False
+        if out_local is not None:
+            out_local[b, s : s + t] = bool(local[i])
         slot[b] += 1
-    return ReferenceTokens(out_k, out_v, padding)
+    return ReferenceTokens(out_k, out_v, padding, local=out_local)
 
 
 def mean_by_owner(values: torch.Tensor, owner: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -151,7 +151,8 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         if self.config.reference_pool > 1:  # tokens on the pooled grid [R, 256, h / p, w / p]
             embeddings = F.avg_pool2d(embeddings, self.config.reference_pool)
         (values,) = self.mask_encoder(units, masks, [embeddings])  # [R, C, h, w]
-        small = F.adaptive_avg_pool2d(masks.to(values.dtype)[:, None], values.shape[-2:])  # [R, 1, h, w]
+        grid = (int(values.shape[-2]), int(values.shape[-1]))
+        small = F.adaptive_avg_pool2d(masks.to(values.dtype)[:, None], grid)  # [R, 1, h, w]
         area = small.sum(dim=(2, 3))  # [R, 1]
         weighted = (values * small).sum(dim=(2, 3)) / area.clamp(min=1e-6)
         prototype = torch.where(area > 1e-6, weighted, values.mean(dim=(2, 3)))
@@ -257,8 +258,9 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         return stack_text(words, pooled)
 
     def mask_references(self, ref: MaskReference, owner: torch.Tensor, batch: int) -> References:
-        """Group encoded mask references by owning sample: tokens ``[B, K*h*w, C]`` and prototypes ``[B, C]``."""
-        mask = group_references(ref.levels[0].keys, ref.levels[0].values, owner, batch)
+        """Group encoded mask references by owning sample: tokens ``[B, K*h*w, C]`` and prototypes ``[B, C]``
+        (with ``ref.local``, each token says whether it takes the locality prior)."""
+        mask = group_references(ref.levels[0].keys, ref.levels[0].values, owner, batch, ref.local)
         pooled, has = mean_by_owner(ref.prototype, owner, batch)
         return References(mask=mask, mask_pooled=pooled, has_mask=has)
 
@@ -295,6 +297,7 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
             if ref_emb is None:
                 ref_emb = self.encode_image(batch.ref_pixels)
             encoded = self.encode_mask_reference(batch.ref_units, batch.ref_masks, ref_emb)
+            encoded.local = batch.ref_local
             masks = self.mask_references(encoded, batch.ref_owner.to(emb.device), b)
             refs.mask, refs.mask_pooled, refs.has_mask = masks.mask, masks.mask_pooled, masks.has_mask
             refs.tracking = batch.tracking
@@ -331,11 +334,21 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
                           [o.text.pooled[0] if o.text is not None else None for o in objects]) if objects else References()
         rows = [(i, ref) for i, o in enumerate(objects) for ref in o.masks]
         if rows:
+            # a reference says itself whether it is a frame of this video (local) or an example from another
+            # image; one that does not say follows ``tracking``
+            rows = [(i, MaskReference(ref.levels, ref.prototype, ref.local_flags(tracking))) for i, ref in rows]
             encoded = MaskReference.stack([ref for _, ref in rows])
             owner = torch.tensor([i for i, _ in rows], device=frame.device)
+            flags = encoded.local.to(frame.device)
+            if bool(flags.all()) or not bool(flags.any()):  # one kind only: every object's queries alike
+                encoded.local = None
+                tracking_rows = torch.ones(n, dtype=torch.bool, device=frame.device) if bool(flags.all()) else None
+            else:  # examples of some objects (other images) beside frames of this video
+                tracking_rows = torch.zeros(n, dtype=torch.bool, device=frame.device)
+                tracking_rows[owner[flags]] = True
             masks = self.mask_references(encoded, owner, n)
             refs.mask, refs.mask_pooled, refs.has_mask = masks.mask, masks.mask_pooled, masks.has_mask
-            refs.tracking = torch.ones(n, dtype=torch.bool, device=frame.device) if tracking else None
+            refs.tracking = tracking_rows
         coords = labels = boxes = None
         if prompts is not None:
             size = prepared.original_size

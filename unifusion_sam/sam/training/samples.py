@@ -22,7 +22,8 @@ from ..backends import SamTransform
 class SamSample:
     """Tensors of one sample at SAM's input size S: ``pixels`` ``[3, S, S]`` (normalised, padded),
     ``target`` / ``valid`` ``[S, S]``; references ``ref_pixels``/``ref_units`` ``[K, 3, S, S]``,
-    ``ref_masks`` ``[K, S, S]``; cache keys (``None`` = not cacheable)."""
+    ``ref_masks`` ``[K, S, S]``; cache keys (``None`` = not cacheable); ``ref_local``: per reference, whether
+    it is a frame of the query's video (``None``: as the task says; set for example-prompted samples)."""
 
     task: str
     text: str | None
@@ -34,6 +35,12 @@ class SamSample:
     ref_masks: torch.Tensor
     key: str | None = None
     ref_keys: list[str | None] = field(default_factory=list)
+    ref_local: list[bool] | None = None
+
+    @property
+    def tracking(self) -> bool:
+        """Whether the query's references (some of them) are earlier frames of its own video."""
+        return any(self.ref_local) if self.ref_local is not None else self.task in TRACKING_TASKS
 
 
 def prepare_sam_sample(sample: RefSample, transform: SamTransform, rng: np.random.Generator,
@@ -63,6 +70,7 @@ def prepare_sam_sample(sample: RefSample, transform: SamTransform, rng: np.rando
         ref_masks=torch.stack(ref_masks) if refs else torch.zeros(0, s, s),
         key=(key + suffix) if (cacheable and key) else None,
         ref_keys=[(k + suffix) if (cacheable and k) else None for k in ref_keys],
+        ref_local=sample.meta.get("ref_local"),
     )
 
 
@@ -104,7 +112,10 @@ def collate_sam(samples: list[SamSample]) -> SamTrainBatch:
         ref_pixels=torch.cat([s.ref_pixels for s in samples]) if has_refs else None,
         ref_owner=torch.tensor(owner, dtype=torch.long) if has_refs else None,
         # pseudo-videos are "vos" samples by now: two views of one image, tracked like frames
-        tracking=torch.tensor([s.task in TRACKING_TASKS for s in samples]),
+        tracking=torch.tensor([s.tracking for s in samples]),
+        # example-prompted samples mix examples (other images) and previous frames; the others need no flags
+        ref_local=torch.tensor([flag for s in samples for flag in (s.ref_local or [s.tracking] * len(s.ref_masks))],
+                               dtype=torch.bool) if has_refs and any(s.ref_local is not None for s in samples) else None,
     )
     return SamTrainBatch(
         batch=batch,

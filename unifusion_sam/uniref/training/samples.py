@@ -63,7 +63,7 @@ class UniRefSamplePrep:
 
     def _scale(self, sample: RefSample, rng: np.random.Generator) -> tuple[int, int]:
         min_sizes, max_size = self.sizes[sample.meta.get("source_index", 0)] if self.sizes else ((), None)
-        task = {"fss": "fss", "vos": "video", "rvos": "video"}.get(sample.task, "image")
+        task = {"fss": "fss", "vos": "video", "rvos": "video", "vos_examples": "video"}.get(sample.task, "image")
         test = {"image": self.config.image_sizes, "fss": self.config.fss_sizes, "video": self.config.video_sizes}[task]
         short = int(min_sizes[int(rng.integers(len(min_sizes)))]) if min_sizes else test.min_size
         return short, int(max_size or test.max_size)
@@ -140,7 +140,7 @@ def collate_uniref(samples: list[UniRefSample], divisibility: int = 32) -> UniRe
         else:
             targets.append(Target(s.labels, boxes, _pad2d(s.masks.float(), padded)))
     batch = UniRefBatch(pixels, padding, sizes, [s.text for s in samples], targets, [s.task for s in samples],
-                        vos=all(s.task == "vos" for s in samples))
+                        vos=all(s.task in ("vos", "vos_examples") for s in samples))
     refs = [(i, p, m) for i, s in enumerate(samples) for p, m in zip(s.ref_pixels, s.ref_masks)]
     if refs:
         batch.ref_pixels, batch.ref_padding, batch.ref_sizes = pad_images([p for _, p, _ in refs], divisibility)

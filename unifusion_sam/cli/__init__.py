@@ -1,26 +1,28 @@
-"""``unifusion-sam``: segment an image or track objects through a video from a sentence, masks or points.
+"""``unifusion-sam``: segment an image or track objects through a video from a sentence, examples, masks or points.
 
     unifusion-sam segment photo.jpg --text "the dog on the left"             # the model `make demo` trained
     unifusion-sam segment photo.jpg --text "the dog on the left" --checkpoint me/unifusion-sam-vit-b \
         --sam vit_b --sam-checkpoint sam_vit_b_01ec64.pth
     unifusion-sam segment query.jpg --ref-image a.jpg --ref-mask a.png --ref-image b.jpg --ref-mask b.png ...
     unifusion-sam segment photo.jpg --point 120,80 ...
-    unifusion-sam track frames/ --mask first_frame.png --out-dir out/ ...   # a folder of frames
-    unifusion-sam track clip.mp4 --text "the man in red" ...                 # needs unifusion-sam[video]
+    unifusion-sam track frames/ --mask first_frame.png --out-dir out/        # a folder of frames
+    unifusion-sam track clip.mp4 --text "the man in red"                      # a video file (unifusion-sam[video])
+    unifusion-sam track rtsp://camera/stream --ref-image dog.jpg --ref-mask dog.png --max-frames 1000
+    unifusion-sam track clip.mp4 --mask first.png --add "120:3:text=the red car" --add "200:4:mask=car4.png"
     unifusion-sam segment photo.jpg --text "the dog" --checkpoint out/uniref-r50   # a full UniRef++ model
     unifusion-sam convert-uniref UniRef++_R50.pth out/uniref-r50 [--text-encoder bert-base-uncased] [--push-to-hub ID]
     unifusion-sam demo [--checkpoint DIR_OR_HUB_ID] [--host 127.0.0.1] [--port 7860]  # web demo, unifusion-sam[demo]
 
-``segment`` writes ``<stem>_mask.png`` (0/255) and ``<stem>_overlay.png``. ``track`` writes one palette
-PNG per frame (``masks/<frame>.png``, ids = objects), overlays (``overlays/<frame>.png``) and
-``track.gif``. ``--mask`` is a palette PNG (its indices are the object ids) or a 0/255 mask (one object).
+``segment`` writes ``<stem>_mask.png`` (0/255) and ``<stem>_overlay.png``. ``track`` (:mod:`.track`) reads its
+source frame by frame and writes as it goes: one palette PNG per frame (``masks/<frame>.png``, ids = objects),
+``track.mp4`` (the overlays), per-frame overlay PNGs unless ``--no-overlays``, and ``track.gif`` only with
+``--gif``; memory stays flat however long the video, and Ctrl-C leaves everything written so far readable.
 Every command names its model the same way (:mod:`unifusion_sam.loading`): ``--checkpoint`` is a checkpoint
 folder of any family, a training run's output folder or a Hub id, and defaults to ``outputs/default`` (``make
-demo``'s run) when that exists. ``--checkpoint none`` runs an untrained adapter (``--adapter uniref-small``: an untrained full model); ``--sam
-tiny`` is a small random SAM (for trying things out). A full UniRef++ checkpoint needs no ``--sam``.
-``convert-uniref`` reads the authors' released checkpoint (tensors only, nothing else is unpickled),
-maps every key strictly and writes this library's ``save_pretrained`` format.
-The GIF holds thumbnails (longer side at most 320 pixels) of every frame, kept in memory until the end.
+demo``'s run) when that exists. ``--checkpoint none`` runs an untrained adapter (``--adapter uniref-small``: an
+untrained full model); ``--sam tiny`` is a small random SAM (for trying things out). A full UniRef++
+checkpoint needs no ``--sam``. ``convert-uniref`` reads the authors' released checkpoint (tensors only,
+nothing else is unpickled), maps every key strictly and writes this library's ``save_pretrained`` format.
 ``demo`` serves a web page (Gradio) with the same tasks; without ``--checkpoint`` it loads ``make demo``'s
 ``outputs/default`` (a run folder: ``adapter/`` + ``sam_<size>.safetensors``, or ``model/``), else the untrained
 tiny SAM, and says so on the page.
@@ -35,20 +37,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from . import visualize
-from .data.frames import open_frames, read_label_file
-from .data.io import DataError, load_rgb
-from .data.writers import DavisWriter
-from .loading import add_model_arguments, model_from_args
+from .. import visualize
+from ..data.frames import read_label_file
+from ..data.io import DataError, load_rgb
+from ..loading import add_model_arguments, model_from_args
+from .errors import CLIError
+from .track import add_track_arguments, track
 
 DEMO_HINT = 'the web demo needs gradio: pip install "unifusion-sam[demo]"'
-GIF_MAX_SIDE = 320
-
-
-class CLIError(Exception):
-    """A user error: printed as ``error: ...`` with exit status 2."""
 
 
 # ----------------------------------------------------------------------------------------- parsing
@@ -80,16 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(seg, default_device=default_device)
 
     trk = sub.add_parser("track", help="track objects through a video", description="Track objects through a "
-                         "folder of frames or a video file, from a sentence or a first-frame mask.")
-    trk.add_argument("video", type=Path, help="a folder of frames (sorted by name) or a video file")
-    trk.add_argument("--text", help="a sentence describing the object to track")
-    trk.add_argument("--mask", type=Path, help="the first frame's mask: palette PNG (ids = objects) or 0/255")
-    trk.add_argument("--out-dir", type=Path, default=None, help="where to write the outputs (default: ./<video>_track)")
-    trk.add_argument("--sigma", type=float, default=None, help="object score threshold (default 0.3 text / 0.4 masks)")
-    trk.add_argument("--max-short-side", type=int, default=480, help="downscale larger frames for inference (0 = never)")
-    trk.add_argument("--fps", type=float, default=8.0, help="frame rate of the GIF (default 8)")
-    trk.add_argument("--no-overlays", action="store_true", help="do not write per-frame overlay PNGs")
-    trk.add_argument("--no-gif", action="store_true", help="do not write track.gif")
+                         "folder of frames, a video file, a camera or a stream, frame by frame, from first-frame "
+                         "masks, sentences or examples; objects may join later (--add). Masks are written as "
+                         "palette PNGs and an overlay MP4 as it goes.")
+    add_track_arguments(trk)
     add_model_arguments(trk, default_device=default_device)
 
     conv = sub.add_parser("convert-uniref", help="convert the authors' UniRef++ checkpoint",
@@ -166,56 +157,8 @@ def segment(args: argparse.Namespace) -> list[Path]:
     return [mask_path, overlay_path]
 
 
-def track(args: argparse.Namespace) -> list[Path]:
-    if (args.text is None) == (args.mask is None):
-        raise CLIError("give either --text (a sentence) or --mask (the first frame's mask) to say what to track")
-    first, ids = None, []
-    if args.mask is not None:
-        first = read_label_file(args.mask)
-        ids = [int(i) for i in np.unique(first) if i != 0]
-        if not ids:
-            raise CLIError(f"--mask {args.mask} is empty: it marks no object")
-    out_dir = args.out_dir or Path(f"{args.video.stem or args.video.name}_track")
-    frames = open_frames(args.video)
-    model = model_from_args(args)
-    writer = DavisWriter(out_dir)  # <out_dir>/masks/<frame>.png, palette PNGs
-    names: list[str] = []
-    current: dict[str, np.ndarray] = {}
-
-    def feed():
-        for name, rgb in frames:
-            if first is not None and not names and first.shape != rgb.shape[:2]:
-                raise CLIError(f"--mask {args.mask} is {first.shape[1]}x{first.shape[0]} but the first frame "
-                               f"{name} is {rgb.shape[1]}x{rgb.shape[0]}")
-            names.append(name)
-            current["rgb"] = rgb
-            yield rgb
-
-    masks = {i: first == i for i in ids} or None
-    results = model.track(feed(), text=args.text, masks=masks, sigma=args.sigma,
-                          max_short_side=args.max_short_side or None)
-    thumbs = []
-    for result in tqdm(results, desc="frames", unit="frame"):
-        name, rgb = names[result.index], current["rgb"]
-        writer.write_frame("masks", name, result.label_map)
-        picture = visualize.captioned_overlay(rgb, np.asarray(result.label_map).astype(np.uint8), args.text)
-        if not args.no_overlays:
-            visualize.save_png(Image.fromarray(picture), out_dir / "overlays" / f"{name}.png")
-        if not args.no_gif:
-            thumbs.append(visualize.thumbnail(picture, GIF_MAX_SIDE))
-    if not names:
-        raise CLIError(f"no frames in {args.video}")
-    written = [out_dir / "masks"]
-    if not args.no_overlays:
-        written.append(out_dir / "overlays")
-    if thumbs:
-        written.append(visualize.save_gif(out_dir / "track.gif", thumbs, fps=args.fps))
-    print(f"{len(names)} frames tracked")
-    return written
-
-
 def convert(args: argparse.Namespace) -> list[Path]:
-    from .uniref.convert import convert_authors_checkpoint
+    from ..uniref.convert import convert_authors_checkpoint
 
     if args.out_dir is None and not args.push_to_hub:
         raise CLIError("give OUT_DIR, --push-to-hub ID, or both")
@@ -234,8 +177,8 @@ def demo(args: argparse.Namespace) -> list[Path]:
 
     if importlib.util.find_spec("gradio") is None:
         raise CLIError(DEMO_HINT)
-    from .demo.app import launch
-    from .demo.loading import load_demo_model
+    from ..demo.app import launch
+    from ..demo.loading import load_demo_model
 
     served = load_demo_model(args)
     print(f"model: {served.description}" + (f"\nnote: {served.notice}" if served.notice else ""))
@@ -250,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         written = {"segment": segment, "track": track, "convert-uniref": convert, "demo": demo}[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except (CLIError, DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
