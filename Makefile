@@ -10,7 +10,7 @@ THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: setup demo demo-uniref test test-all lint docs clean
+.PHONY: setup demo demo-uniref test test-all fuzz lint docs clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,13 @@ test: setup
 
 test-all: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# the property-based fuzz tests (tests/fuzz) in their long profile: random, FUZZ_SCALE x 400 examples per test
+# (make test runs the same tests in a fast, derandomized profile); prints and writes the examples tried per entry point
+FUZZ_SCALE ?= 1
+fuzz: setup
+	HF_HUB_OFFLINE=1 HYPOTHESIS_PROFILE=long FUZZ_SCALE=$(FUZZ_SCALE) FUZZ_REPORT=outputs/fuzz_report.json \
+		$(PY) -m pytest -q -p no:randomly tests/fuzz
 
 # ruff, and the architecture's import contracts (pyproject.toml [tool.importlinter]: the core imports no
 # family, the families are independent, nothing imports a front end, no import cycles)

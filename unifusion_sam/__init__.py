@@ -60,6 +60,10 @@ _EXPORTS: dict[str, str] = {
     "list_presets": "unifusion_sam.sam",
     "load_preset": "unifusion_sam.sam",
     "wrap_sam": "unifusion_sam.sam",
+    # UniFusion-SAM on onnxruntime (the onnx extra)
+    "OnnxSam": "unifusion_sam.sam.onnx",
+    "export_onnx": "unifusion_sam.sam.onnx",
+    "from_onnx": "unifusion_sam.sam.onnx",
     # the full UniRef++ model
     "UniRefConfig": "unifusion_sam.uniref",
     "UniRefSegmenter": "unifusion_sam.uniref",
@@ -102,4 +106,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
         load_preset,
         wrap_sam,
     )
+    from .sam.onnx import OnnxSam, export_onnx, from_onnx  # noqa: F401
     from .uniref import UniRefConfig, UniRefSegmenter, build_uniref  # noqa: F401

@@ -41,7 +41,10 @@ class JsonConfig:
         for name, value in data.items():
             sub = _config_type(hints.get(name))
             if sub is not None and isinstance(value, dict):
-                value = sub.from_dict(value)
+                try:
+                    value = sub.from_dict(value)
+                except (ValueError, TypeError) as exc:  # named by the section it is in
+                    raise (TypeError if isinstance(exc, TypeError) else ValueError)(f"{name}: {exc}") from exc
             elif isinstance(value, list) and _is_tuple_type(hints.get(name)):
                 value = tuple(value)
             kwargs[name] = value
@@ -55,16 +58,18 @@ class JsonConfig:
         return cls.from_dict(json.loads(text))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the config as JSON atomically (temporary file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json() + "\n")
-        os.replace(tmp, path)
+        """Write the config as JSON atomically (temporary file, fsync, rename; the folder is created)."""
+        from .checkpoint.io import atomic_write_text  # imports torch: only when saving
+
+        atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls: type[T], path: str | os.PathLike) -> T:
-        return cls.from_json(Path(path).read_text())
+        """The config in the JSON file ``path``; a ``ValueError`` / ``TypeError`` names the file."""
+        try:
+            return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise (TypeError if isinstance(exc, TypeError) else ValueError)(f"{path}: {exc}") from exc
 
     def coerce_sections(self, sections: dict[str, type[JsonConfig]], optional: tuple[str, ...] = ()) -> None:
         """Turn nested-config fields given as dicts into their configs (``None`` allowed for ``optional``
@@ -72,7 +77,10 @@ class JsonConfig:
         for name, kind in sections.items():
             value = getattr(self, name)
             if isinstance(value, dict):
-                setattr(self, name, kind.from_dict(value))
+                try:
+                    setattr(self, name, kind.from_dict(value))
+                except (ValueError, TypeError) as exc:  # named by the section it is in
+                    raise (TypeError if isinstance(exc, TypeError) else ValueError)(f"{name}: {exc}") from exc
             elif not isinstance(value, kind) and not (value is None and name in optional):
                 allowed = f"a {kind.__name__}, a dict" + (" or None" if name in optional else "")
                 raise TypeError(f"{name} must be {allowed}, got {type(value).__name__}")
@@ -117,7 +125,10 @@ def load_preset_file(dirs: list[Path], name: str, cls: type[T], kind: str) -> T:
     for d in dirs:
         path = d / f"{name}.json"
         if path.is_file():
-            return cls.from_dict(json.loads(path.read_text()))
+            try:
+                return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            except (ValueError, TypeError) as exc:
+                raise (TypeError if isinstance(exc, TypeError) else ValueError)(f"{kind} preset {path}: {exc}") from exc
     raise ValueError(f"unknown {kind} preset {name!r}; available: {preset_names(dirs)}")
 
 

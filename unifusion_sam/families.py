@@ -48,7 +48,8 @@ class ModelFamily:
     Class attributes: ``name`` (the registry key, also the ``family`` attribute of the family's models),
     ``title`` (for messages), ``config_name`` / ``weights_name`` (the files of a checkpoint folder; the
     config file tells the family apart), ``run_subdir`` (the checkpoint folder inside a training run's
-    output folder), ``supports_prompts`` (point / box prompts) and ``options`` (see :class:`FamilyOption`).
+    output folder), ``supports_prompts`` (point / box prompts), ``options`` (see :class:`FamilyOption`) and
+    ``runtime`` (what runs its models).
     """
 
     name: str = ""
@@ -58,6 +59,8 @@ class ModelFamily:
     run_subdir: str = ""
     supports_prompts: bool = False
     options: tuple[FamilyOption, ...] = ()
+    #: what runs the family's models: ``"torch"``, or ``"onnxruntime"`` for exported graphs (``--onnx DIR``)
+    runtime: str = "torch"
 
     def presets(self) -> list[str]:
         """Names of the configurations :meth:`build` accepts (``--checkpoint none --adapter NAME``)."""

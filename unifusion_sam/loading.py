@@ -121,15 +121,22 @@ def _check_options(family: ModelFamily, given: dict[str, Any], what: str) -> Non
 
 
 # ----------------------------------------------------------------------------- command-line options
-def add_model_arguments(parser: argparse.ArgumentParser, *, default_device: str | None = None) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, *, default_device: str | None = None,
+                        positional: bool = False) -> None:
     """The model options every front end shares: ``--checkpoint`` (a checkpoint or run folder, a Hub id, or
-    ``none``; default :data:`DEFAULT_RUN` when it exists), ``--adapter`` (the preset of an untrained model),
+    ``none``; default :data:`DEFAULT_RUN` when it exists; ``positional``: a required first argument instead),
+    ``--onnx`` (an exported folder, run on onnxruntime), ``--adapter`` (the preset of an untrained model),
     ``--device``, ``--seed``, and each registered family's own options."""
     group = parser.add_argument_group("model")
-    group.add_argument("--checkpoint", default=None,
-                       help="a checkpoint folder (save_pretrained), a training run's output folder (make demo: "
-                            f"{DEFAULT_RUN}) or a Hugging Face Hub id; 'none' for an untrained model (a baseline). "
-                            f"Default: {DEFAULT_RUN} when it exists")
+    what = ("a checkpoint folder (save_pretrained), a training run's output folder (make demo: "
+            f"{DEFAULT_RUN}) or a Hugging Face Hub id")
+    if positional:
+        group.add_argument("checkpoint", help=what)
+    else:
+        group.add_argument("--checkpoint", default=None,
+                           help=f"{what}; 'none' for an untrained model (a baseline). Default: {DEFAULT_RUN} when it exists")
+        group.add_argument("--onnx", default=None, metavar="DIR",
+                           help="an exported folder (unifusion-sam export-onnx): run it on onnxruntime")
     group.add_argument("--adapter", default=None,
                        help="preset of an untrained model (--checkpoint none): " + "; ".join(
                            f"{f.title}: {', '.join(f.presets())}" for f in families() if f.presets()))
@@ -153,6 +160,15 @@ def resolve_checkpoint_option(args: argparse.Namespace, default_run: str | os.Pa
     """The checkpoint a front end loads: ``--checkpoint`` when given; ``none`` when only a preset or family
     options say what to build; else ``default_run`` when it holds a run or checkpoint; else ``None``
     (nothing to load: the caller says so)."""
+    onnx = getattr(args, "onnx", None)
+    if onnx is not None:
+        if args.checkpoint is not None:
+            raise ValueError(f"give --checkpoint or --onnx, not both (got {args.checkpoint} and {onnx})")
+        family, _, _ = resolve_source(onnx)
+        if getattr(family, "runtime", "torch") != "onnxruntime":
+            raise ValueError(f"--onnx {onnx} is a {family.title}, not an ONNX export; pass it as --checkpoint, or "
+                             f"export it first: unifusion-sam export-onnx {onnx} OUT_DIR")
+        return str(onnx)
     if args.checkpoint is not None:
         return str(args.checkpoint)
     if args.adapter is not None or family_options(args):

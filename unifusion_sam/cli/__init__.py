@@ -12,6 +12,8 @@
     unifusion-sam segment photo.jpg --text "the dog" --checkpoint out/uniref-r50   # a full UniRef++ model
     unifusion-sam convert-uniref UniRef++_R50.pth out/uniref-r50 [--text-encoder bert-base-uncased] [--push-to-hub ID]
     unifusion-sam demo [--checkpoint DIR_OR_HUB_ID] [--host 127.0.0.1] [--port 7860]  # web demo, unifusion-sam[demo]
+    unifusion-sam export-onnx outputs/default exported/ [--int8]              # ONNX graphs, unifusion-sam[onnx]
+    unifusion-sam segment photo.jpg --text "the dog" --onnx exported/         # the same on onnxruntime
 
 ``segment`` writes ``<stem>_mask.png`` (0/255) and ``<stem>_overlay.png``. ``track`` (:mod:`.track`) reads its
 source frame by frame and writes as it goes: one palette PNG per frame (``masks/<frame>.png``, ids = objects),
@@ -25,7 +27,9 @@ checkpoint needs no ``--sam``. ``convert-uniref`` reads the authors' released ch
 nothing else is unpickled), maps every key strictly and writes this library's ``save_pretrained`` format.
 ``demo`` serves a web page (Gradio) with the same tasks; without ``--checkpoint`` it loads ``make demo``'s
 ``outputs/default`` (a run folder: ``adapter/`` + ``sam_<size>.safetensors``, or ``model/``), else the untrained
-tiny SAM, and says so on the page.
+tiny SAM, and says so on the page. ``export-onnx`` writes a UniFusion-SAM model as ONNX graphs
+(:mod:`unifusion_sam.sam.onnx`); ``--onnx DIR`` runs ``segment``, ``track`` or ``demo`` on such a folder with
+onnxruntime.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unifusion-sam", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{segment,track,convert-uniref,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{segment,track,convert-uniref,demo,export-onnx}")
     default_device = "cuda" if _cuda() else "cpu"
 
     seg = sub.add_parser("segment", help="segment one image", description="Segment one image from a sentence, "
@@ -99,7 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "tiny SAM; --sam / --adapter alone mean --checkpoint none.")
     web.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     web.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    web.add_argument("--demo-config", type=Path, default=None, metavar="JSON",
+                     help="the demo's limits as a DemoConfig JSON file (queue, concurrency, upload size, pixels, frames)")
     add_model_arguments(web, default_device=default_device)
+
+    exp = sub.add_parser("export-onnx", help="export a UniFusion-SAM model to ONNX graphs",
+                         description="Export a UniFusion-SAM model (a checkpoint or run folder, or a Hub id) as ONNX "
+                         "graphs (image, text, mask-reference encoders, fusion, prompt encoder, decoder) with "
+                         "export_config.json, for onnxruntime (--onnx DIR, unifusion_sam.from_onnx).")
+    add_model_arguments(exp, default_device="cpu", positional=True)
+    exp.add_argument("out_dir", type=Path, help="the folder to write (new, empty, or an earlier export with --overwrite)")
+    exp.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    precision = exp.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="float16 inside the graphs (for GPU providers)")
+    precision.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the linear layers (CPU)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT_DIR")
     return parser
 
 
@@ -178,25 +196,44 @@ def demo(args: argparse.Namespace) -> list[Path]:
     if importlib.util.find_spec("gradio") is None:
         raise CLIError(DEMO_HINT)
     from ..demo.app import launch
+    from ..demo.config import DemoConfig
     from ..demo.loading import load_demo_model
 
-    served = load_demo_model(args)
+    config = DemoConfig.load(args.demo_config) if getattr(args, "demo_config", None) else DemoConfig()
+    served = load_demo_model(args, config)
     print(f"model: {served.description}" + (f"\nnote: {served.notice}" if served.notice else ""))
-    launch(served, host=args.host, port=args.port)
+    launch(served, host=args.host, port=args.port, config=config)
     return []
 
 
-# ----------------------------------------------------------------------------------------- drawing
+def export(args: argparse.Namespace) -> list[Path]:
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        raise CLIError('ONNX export needs the onnx extra: pip install "unifusion-sam[onnx]"')
+    from ..sam.onnx.export import export_onnx
+
+    model = model_from_args(args)
+    folder = export_onnx(model, args.out_dir, opset=args.opset, fp16=args.fp16, int8=args.int8, overwrite=args.overwrite)
+    import json
+
+    checks = json.loads((folder / "export_config.json").read_text())["export_check_max_abs_diff"]
+    print("largest difference from PyTorch per graph (float32, before any --fp16/--int8): "
+          + ", ".join(f"{k} {v:.1e}" for k, v in checks.items()))
+    return [folder]
+
+
 # ----------------------------------------------------------------------------------------- entry point
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``unifusion-sam`` and ``python -m unifusion_sam``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        written = {"segment": segment, "track": track, "convert-uniref": convert, "demo": demo}[args.command](args)
+        written = {"segment": segment, "track": track, "convert-uniref": convert, "demo": demo,
+                   "export-onnx": export}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (CLIError, DataError, FileNotFoundError) as exc:
+    except (CLIError, DataError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as exc:  # bad option values the model rejects (sizes, a missing --sam, ...)

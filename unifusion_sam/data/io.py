@@ -121,12 +121,6 @@ def save_palette_png(path: str | os.PathLike, label_map: np.ndarray, palette: np
 def save_image_atomic(im: Image.Image, path: str | os.PathLike, fmt: str = "PNG", **kwargs: object) -> Path:
     """Write ``im`` to ``path`` in format ``fmt`` through a temporary file renamed into place, so a reader
     (or a crash) never sees half a picture; the folder is created. ``kwargs`` go to ``Image.save``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        im.save(tmp, format=fmt, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from ..checkpoint.io import atomic_write_file  # the one atomic writer (imports torch: only when writing)
+
+    return atomic_write_file(path, lambda tmp: im.save(tmp, format=fmt, **kwargs))

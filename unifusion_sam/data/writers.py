@@ -266,9 +266,7 @@ def make_submission_zip(results_root: PathLike, zip_path: PathLike, layout: str 
         parts = name.split("/")[:-1]
         folders.update("/".join(parts[: i + 1]) + "/" for i in range(len(parts)))
 
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = zip_path.with_name(zip_path.name + ".tmp")
-    try:
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for name in sorted(folders | set(names)):
                 info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
@@ -279,7 +277,7 @@ def make_submission_zip(results_root: PathLike, zip_path: PathLike, layout: str 
                 else:
                     info.external_attr = 0o100644 << 16
                     zf.writestr(info, names[name].read_bytes())
-        os.replace(tmp, zip_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return zip_path
+
+    from ..checkpoint.io import atomic_write_file  # the one atomic writer
+
+    return atomic_write_file(zip_path, write)

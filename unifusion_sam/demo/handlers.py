@@ -10,7 +10,9 @@ per request.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +61,28 @@ def sentence_or_none(text: str | None) -> str | None:
     return text or None
 
 
+RESULT_PREFIXES = ("sentence-", "examples-", "points-", "video-")
+
+
 def _fresh_dir(out_dir: str | Path, prefix: str) -> Path:
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir))
+
+
+def prune_results(out_dir: str | Path, max_age_s: float, now: float | None = None) -> int:
+    """Delete the request folders (``sentence-*``, ``video-*``, ...) under ``out_dir`` last changed more than
+    ``max_age_s`` seconds ago; how many were deleted. Nothing else in ``out_dir`` is touched."""
+    now = time.time() if now is None else now
+    removed = 0
+    for child in Path(out_dir).glob("*"):
+        try:
+            old = child.is_dir() and child.name.startswith(RESULT_PREFIXES) and now - child.stat().st_mtime > max_age_s
+        except OSError:
+            continue
+        if old:
+            shutil.rmtree(child, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def _predict(model, image: np.ndarray, **kwargs):

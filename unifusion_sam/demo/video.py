@@ -3,11 +3,15 @@ there (``VideoSession.correct``), and go on; the corrections carry on through th
 
 A :class:`VideoJob` holds the video's frame iterator, the tracking session and what is written so far (one
 palette PNG per frame, the GIF's thumbnails); nothing here knows about Gradio (:mod:`.app` keeps the job in the
-page's session state).
+page's session state as a key into :class:`PausedJobs`, which bounds how many paused jobs the server keeps).
 """
 
 from __future__ import annotations
 
+import secrets
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +71,61 @@ def start_video_job(model, video: Video, *, masks: dict[int, np.ndarray] | None,
     what = f"{len(masks)} object{'s' * (len(masks) > 1)} from the first-frame mask" if masks else f"\"{text}\""
     return VideoJob(session, video.iter_frames(), folder, DavisWriter(folder / "palette"), text, what, video.total,
                     lambda: video.truncated, config)
+
+
+class PausedJobs:
+    """The paused jobs of every page, by key: at most ``capacity`` (a new one closes the oldest), each for at most
+    ``ttl_s`` seconds after it was stored; a closed job's frames are released (its zip is closed)."""
+
+    def __init__(self, capacity: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity, self.ttl_s, self.clock = capacity, ttl_s, clock
+        self.jobs: OrderedDict[str, tuple[float, VideoJob]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def put(self, job: VideoJob, key: str | None = None) -> str:
+        """Keep ``job`` (under ``key`` again when it was stored before, else a new key); its key."""
+        with self.lock:
+            if key in self.jobs:
+                self.jobs.move_to_end(key)
+                return key
+            self._expire()
+            while len(self.jobs) >= self.capacity:
+                _close(self.jobs.popitem(last=False)[1][1])
+            key = secrets.token_hex(8)
+            self.jobs[key] = (self.clock(), job)
+            return key
+
+    def get(self, key: str | None) -> VideoJob:
+        """The job under ``key``; ``DemoError`` when nothing is paused or the job was closed."""
+        with self.lock:
+            self._expire()
+            if key is None:
+                raise DemoError("Nothing is paused: press Track first (with a frame to pause at).")
+            if key not in self.jobs:
+                raise DemoError(f"This paused video was closed: the demo keeps at most {self.capacity} paused videos, "
+                                f"each for {self.ttl_s / 60:g} minutes (max_paused_videos, keep_minutes). Press Track "
+                                "again.")
+            return self.jobs[key][1]
+
+    def drop(self, key: str | None) -> None:
+        with self.lock:
+            item = self.jobs.pop(key, None)
+        if item is not None:
+            _close(item[1])
+
+    def _expire(self) -> None:
+        now = self.clock()
+        for key in [k for k, (made, _) in self.jobs.items() if now - made > self.ttl_s]:
+            _close(self.jobs.pop(key)[1])
+
+
+def _close(job: VideoJob) -> None:
+    close = getattr(job.frames, "close", None)
+    if close is not None:
+        close()
 
 
 def pause_frame(text) -> int | None:

@@ -75,7 +75,7 @@ class MaskEncoderConfig(JsonConfig):
             self.strides = tuple(self.strides)
         if not isinstance(self.strides, tuple) or not self.strides:
             raise ValueError(f"strides must be a non-empty tuple, got {self.strides!r}")
-        bad = [s for s in self.strides if s not in STRIDE_CHANNELS]
+        bad = [s for s in self.strides if type(s) is not int or s not in STRIDE_CHANNELS]
         if bad or len(set(self.strides)) != len(self.strides):
             raise ValueError(f"strides must be distinct values from {sorted(STRIDE_CHANNELS)}, got {self.strides!r}")
         self.strides = tuple(sorted(self.strides))

@@ -126,10 +126,17 @@ class TextReferenceEncoder(nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         self.config = config or TextEncoderConfig()
-        path = resolve_text_model(self.config.model_name_or_path)
-        with quiet_transformers():
-            self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
-            self.backbone = backbone if backbone is not None else AutoModel.from_pretrained(path)
+        name = self.config.model_name_or_path
+        path = resolve_text_model(name)
+        try:
+            with quiet_transformers():
+                self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
+                self.backbone = backbone if backbone is not None else AutoModel.from_pretrained(path)
+        except (OSError, ValueError) as exc:  # not a local folder nor a (cached) Hub id, or not a text model
+            what = f"{name!r}" + (f" ({path})" if path != name else "")
+            error = FileNotFoundError if isinstance(exc, OSError) else ValueError
+            raise error(f"cannot load the text encoder {what}: {type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[0][:300]}") from exc
         hidden = self.backbone.config.hidden_size
         self.proj = nn.Sequential(
             nn.Linear(hidden, self.config.dim), nn.LayerNorm(self.config.dim, eps=self.config.layer_norm_eps),

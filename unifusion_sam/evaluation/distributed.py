@@ -18,6 +18,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..checkpoint.io import atomic_write_text
+
 Gather = Callable[[list], list]
 
 
@@ -73,13 +75,10 @@ def share(items: Sequence, state, run: Callable[[Any], Any], *, gather: Gather |
 
 
 def write_json(path: str | os.PathLike, data: dict) -> Path:
-    """Write ``data`` as indented JSON atomically (NaN becomes ``null``); creates the parent folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(data), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    """Write ``data`` as indented JSON atomically (NaN becomes ``null``): a crash, SIGKILL included, leaves the
+    old file or the new one, never a part (:func:`~unifusion_sam.checkpoint.io.atomic_write_text`); creates
+    the parent folder."""
+    return atomic_write_text(path, json.dumps(_finite(data), indent=2) + "\n")
 
 
 def _finite(value: Any) -> Any:

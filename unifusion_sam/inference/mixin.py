@@ -8,6 +8,8 @@ use, stored on the model) caches encoded frames, and every ``track`` call runs a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .predictor import ReferencePredictor
 from .session import VideoSession, check_new_objects
 
@@ -59,7 +61,11 @@ class ReferenceInferenceMixin:
         frames are read as the returned iterator is consumed. Yields
         :class:`~unifusion_sam.inference.session.FrameResult` (``.masks``, ``.scores``, ``.label_map``).
         """
-        texts = {} if text is None else dict(text) if isinstance(text, dict) else {1: text}
+        texts = {} if text is None else dict(text) if isinstance(text, Mapping) else {1: text}
+        for name, value in (("masks", masks), ("examples", examples)):
+            if value is not None and not isinstance(value, Mapping):
+                raise TypeError(f"{name} must be a mapping {{object id: {name[:-1] if name == 'masks' else name}}}, "
+                                f"got {type(value).__name__}")
         given = {"masks": dict(masks or {}), "text": texts, "examples": dict(examples or {})}
         later = check_new_objects(new_objects)
         if not any(given.values()) and not later:

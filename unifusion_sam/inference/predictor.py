@@ -151,6 +151,22 @@ def inference_mode(model):
             m.training = True
 
 
+def _as_list(value, name: str, what: str) -> list:
+    """``value`` (a list, tuple or other iterable of ``what``) as a list; a ``TypeError`` names anything else."""
+    try:
+        return list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of {what}, got {type(value).__name__}: {value!r:.80}") from None
+
+
+def _as_array(value, name: str, dtype=None) -> np.ndarray:
+    """``value`` as a numpy array (of ``dtype``); a ``ValueError`` names what cannot be read as numbers."""
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of numbers, got {value!r:.80} ({exc})") from None
+
+
 class ReferencePredictor:
     """Stateful predictor over a :class:`~unifusion_sam.interface.ReferenceSegmenter` network."""
 
@@ -235,7 +251,7 @@ class ReferencePredictor:
             ref_images = [ref_images]
         if isinstance(ref_masks, np.ndarray) and ref_masks.ndim == 2:
             ref_masks = [ref_masks]
-        ref_images, ref_masks = list(ref_images), list(ref_masks)
+        ref_images, ref_masks = _as_list(ref_images, "ref_images", "images"), _as_list(ref_masks, "ref_masks", "masks")
         if len(ref_images) != len(ref_masks):
             raise ValueError(f"got {len(ref_images)} ref_images but {len(ref_masks)} ref_masks; they must pair up")
         if not ref_images:
@@ -269,21 +285,23 @@ class ReferencePredictor:
             raise ValueError("point_coords and point_labels must be given together")
         pts = lab = bx = None
         if point_coords is not None:
-            pts = np.asarray(point_coords, dtype=np.float64)
-            lab = np.asarray(point_labels)
+            pts = _as_array(point_coords, "point_coords", np.float64)
+            lab = _as_array(point_labels, "point_labels")
             if pts.ndim != 2 or pts.shape[1] != 2:
                 raise ValueError(f"point_coords must be N x 2 (x, y), got shape {pts.shape}")
             if not np.isfinite(pts).all():
                 raise ValueError(f"point_coords must be finite, got {pts.tolist()}")
             if lab.shape != (pts.shape[0],):
                 raise ValueError(f"point_labels must have shape ({pts.shape[0]},), got {lab.shape}")
-            if not np.isin(lab, (0, 1)).all():
-                raise ValueError(f"point_labels must be 0 (background) or 1 (foreground), got {np.unique(lab).tolist()}")
+            bad = ~np.isin(lab, (0, 1))
+            if bad.any():
+                raise ValueError(f"point_labels must be 0 (background) or 1 (foreground), got "
+                                 f"{list(dict.fromkeys(lab[bad].tolist()))[:6]}")
             outside = (pts[:, 0] < 0) | (pts[:, 0] >= w) | (pts[:, 1] < 0) | (pts[:, 1] >= h)
             if outside.any():
                 raise ValueError(f"point {pts[outside][0].tolist()} lies outside the {w} x {h} (W x H) image")
         if box is not None:
-            bx = np.asarray(box, dtype=np.float64).reshape(-1)
+            bx = _as_array(box, "box", np.float64).reshape(-1)
             if bx.shape != (4,):
                 raise ValueError(f"box must be (x0, y0, x1, y1), got {np.asarray(box).shape}")
             if not (0 <= bx[0] < bx[2] <= w and 0 <= bx[1] < bx[3] <= h):

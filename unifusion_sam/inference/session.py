@@ -52,6 +52,7 @@ from .tracking import (
     TrackedObject,
     aggregate,
     check_examples_not_empty,
+    check_mask_reference,
     check_new_objects,
     check_object_id,
     check_refs,
@@ -85,7 +86,7 @@ class VideoSession:
                  rvos_refs: str = "language+mask", independent: bool = False) -> None:
         self.model = model
         self.sigma = resolve_sigma(sigma)
-        if max_short_side is not None and (not isinstance(max_short_side, int) or max_short_side <= 0):
+        if max_short_side is not None and (type(max_short_side) is not int or max_short_side <= 0):  # not a bool
             raise ValueError(f"max_short_side must be a positive int or None, got {max_short_side!r}")
         self.max_short_side = max_short_side
         self.mask_refs = check_refs("mask_refs", mask_refs, MASK_REFS)
@@ -115,6 +116,7 @@ class VideoSession:
         """Give object ``obj_id``'s mask on the next frame to be processed: its first frame, or, for an object
         already tracked, a new anchor there (the mask becomes that frame's output and its first reference)."""
         obj_id = check_object_id(obj_id)
+        check_mask_reference(mask, self._size, name=f"mask of object {obj_id}")
         obj = self.objects.setdefault(obj_id, TrackedObject())
         obj.pending = mask
 
@@ -147,7 +149,7 @@ class VideoSession:
         self.objects[obj_id] = TrackedObject(examples=refs.with_local(False))
 
     def remove_object(self, obj_id: int) -> None:
-        self.objects.pop(obj_id, None)
+        self.objects.pop(check_object_id(obj_id), None)
 
     def _new_id(self, obj_id) -> int:
         obj_id = check_object_id(obj_id)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from ..encoders.text import TextFeatures
 from ..interface import MaskReference
+from .inputs import to_bool_mask
 
 SIGMA_PRESETS = {"youtube_vos": 0.4, "mose": 0.4, "davis": 0.3, "rvos": 0.3, "lvos": 0.5}
 MASK_REFS = ("first+previous", "first", "previous")  # which mask references an object's decode gets
@@ -27,6 +28,8 @@ def resolve_sigma(sigma: float | str) -> float:
         return SIGMA_PRESETS[sigma]
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
         raise TypeError(f"sigma must be a number or a preset name, got {sigma!r}")
+    if sigma != sigma:
+        raise ValueError(f"sigma must be a number, got {sigma!r}")
     return float(sigma)
 
 
@@ -93,6 +96,15 @@ def reference_kind(reference) -> str:
         return "mask"
     raise TypeError(f"a reference is a mask (H x W array), a sentence (str) or examples (a list of (image, mask) "
                     f"pairs), got {type(reference).__name__}")
+
+
+def check_mask_reference(mask, size: tuple[int, int] | None, name: str) -> None:
+    """A mask given for an object: an ``H x W`` array (or PIL image), checked against the video's frame ``size``
+    once it is known (``None`` before the first frame); a ``TypeError`` / ``ValueError`` names it."""
+    if not isinstance(mask, (np.ndarray, torch.Tensor)) and not hasattr(mask, "convert"):
+        raise TypeError(f"{name} must be an H x W array, got {type(mask).__name__}")
+    if size is not None:
+        to_bool_mask(mask, size, name=name)
 
 
 def check_new_objects(new_objects) -> dict:

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from ..checkpoint import check_inside
 from ..families import FamilyOption, ModelFamily
 from .adapter import UniFusionSam, list_presets, wrap_sam
 from .adapter.checkpoint import CONFIG_NAME, WEIGHTS_NAME
@@ -65,13 +66,15 @@ class SamFamily(ModelFamily):
              **hub_kwargs: Any) -> UniFusionSam:
         """The adapter ``source`` on ``sam`` (a model, a size name or a weights path); from a run folder
         without ``sam``, the run's own ``sam_<size>.safetensors``."""
+        if run_dir is not None:  # a run folder's parts must lie inside it (no symbolic link out of it)
+            check_inside(source, run_dir, "run")
         if sam is None and run_dir is not None:
             weights = sorted(Path(run_dir).glob("sam_*.safetensors"))
             if len(weights) != 1:
                 raise ValueError(f"run folder {run_dir} holds an adapter but not exactly one sam_<size>.safetensors "
                                  f"(found {[w.name for w in weights]}); give the SAM it was trained on "
                                  "(sam=build_sam(...) in Python, --sam on the command line)")
-            sam = str(weights[0])
+            sam = str(check_inside(weights[0], run_dir, "run"))
         if sam is None:
             raise TypeError(f"{source} is a UniFusion-SAM adapter: give the SAM it was trained on "
                             "(from_pretrained(path_or_id, sam=build_sam(...)) in Python, --sam on the command line)")

@@ -60,6 +60,8 @@ class DataSource(JsonConfig):
 
     def __post_init__(self) -> None:
         check_choice("data.kind", self.kind, SOURCE_KINDS)
+        if not isinstance(self.options, dict):
+            raise TypeError(f"data.options must be a mapping, got {self.options!r}")
         self.min_sizes, self.max_size = check_sizes("data", self.min_sizes, self.max_size)
         check_choice("data.task", self.task, ("ris", "fss", "vos", "rvos", "pseudo_vos", "det", "vos_examples"))
         if self.task == "vos_examples" and self.kind != "synthetic":
@@ -118,11 +120,23 @@ class StageConfig(JsonConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        self.data = [d if isinstance(d, DataSource) else DataSource.from_dict(d) for d in self.data]
+        if not isinstance(self.data, (list, tuple)):
+            raise TypeError(f"data must be a list of data sources, got {self.data!r}")
+        sources = []
+        for i, d in enumerate(self.data):
+            try:
+                sources.append(d if isinstance(d, DataSource) else DataSource.from_dict(d))
+            except (ValueError, TypeError) as exc:
+                raise (TypeError if isinstance(exc, TypeError) else ValueError)(f"data[{i}]: {exc}") from exc
+        self.data = sources
         if self.steps and not self.data:
             raise ValueError("a stage with steps needs at least one data source")
         if self.data and sum(d.ratio for d in self.data) <= 0:
             raise ValueError(f"data ratios are all zero: {[d.ratio for d in self.data]}")
+        if not isinstance(self.decay_steps, (list, tuple)) or not all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) and float(s).is_integer() and s >= 0
+                for s in self.decay_steps):
+            raise ValueError(f"decay_steps must be a list of step numbers (ints >= 0), got {self.decay_steps!r}")
         self.decay_steps = tuple(int(s) for s in self.decay_steps)
 
 
@@ -138,8 +152,9 @@ class RunConfig(JsonConfig):
     output_dir: str = "outputs/default"
     seed: int = 0
     stage: str = "both"
-    image: StageConfig = field(default_factory=StageConfig)
-    video: StageConfig = field(default_factory=StageConfig)
+    # a stage left out of the config does nothing (StageConfig() alone, 100 steps and no data, is refused)
+    image: StageConfig = field(default_factory=lambda: StageConfig(steps=0))
+    video: StageConfig = field(default_factory=lambda: StageConfig(steps=0))
     max_steps: int | None = None
     batch_size: int = 8
     grad_accum: int = 1
@@ -177,15 +192,12 @@ class RunConfig(JsonConfig):
             raise ValueError(f"eval_seed must be an int >= 0, got {self.eval_seed!r}")
         for name in ("batch_size", "grad_accum", "save_every", "log_every", "synthetic_image_size"):
             check_positive_int(name, getattr(self, name))
-        for name in self.STAGES:
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, StageConfig.from_dict(value))
+        self.coerce_sections(dict.fromkeys(self.STAGES, StageConfig))
+        if self.max_steps is not None and (type(self.max_steps) is not int or self.max_steps < 0):
+            raise ValueError(f"max_steps must be an int >= 0 or None, got {self.max_steps!r}")
         for name, stage in self.stages():
             for d in stage.data:
                 self.check_source(name, d)
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 0):
-            raise ValueError(f"max_steps must be an int >= 0 or None, got {self.max_steps!r}")
 
     def heldout_synthetic(self):
         """The :class:`~unifusion_sam.data.synthetic.SyntheticConfig` of the held-out evaluation split."""
@@ -222,11 +234,17 @@ class RunConfig(JsonConfig):
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike):
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: not a readable YAML file ({str(exc).splitlines()[0]})") from exc
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a training config must be a mapping, got {type(data).__name__}")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as exc:
+            raise (TypeError if isinstance(exc, TypeError) else ValueError)(f"{path}: {exc}") from exc
 
 
 def flat_fields(cfg: JsonConfig, prefix: str = "") -> dict[str, Any]:
@@ -248,7 +266,10 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
     for key, raw in overrides.items():
         if key not in valid:
             raise ValueError(f"unknown config key {key!r}; valid keys: {sorted(valid)}")
-        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        try:
+            value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{key}: cannot read {raw!r} as a YAML value ({str(exc).splitlines()[0]})") from exc
         current = valid[key]
         if isinstance(current, float) and isinstance(value, (str, int)) and not isinstance(value, bool):
             try:

@@ -22,6 +22,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from ..checkpoint.io import atomic_write_text, fsync_tree, replace_folder
 from .config import RunConfig, StageConfig, apply_overrides, flat_fields
 from .family import TrainFamily
 from .mixing import MixtureDataset
@@ -83,25 +84,30 @@ def stage_lambdas(stages: list[tuple[str, StageConfig]], warmup: int) -> tuple[C
 
 
 def save_checkpoint(accelerator: Accelerator, out: Path, global_step: int, keep: int) -> None:
-    """``accelerator.save_state`` into a temporary folder, renamed into place; ``latest`` is updated last."""
+    """``accelerator.save_state`` (and ``train_state.json``) into a temporary folder, fsynced and put in place
+    as ``checkpoints/step_<N>`` in one step (:func:`~unifusion_sam.checkpoint.io.replace_folder`: an existing
+    one is swapped atomically); then ``latest`` is replaced atomically; then all but the ``keep`` newest
+    (this one always kept; ``keep`` <= 0: all) are renamed aside and deleted. A crash at any point leaves
+    ``latest`` naming a complete checkpoint."""
     ckpts = out / "checkpoints"
     final = ckpts / f"step_{global_step:07d}"
     tmp = ckpts / f".tmp_step_{global_step:07d}"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+    if accelerator.is_main_process:
+        for stale in ckpts.glob(".tmp_step_*") if ckpts.is_dir() else []:  # left by a crash
+            shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "train_state.json").write_text(json.dumps({"global_step": global_step}))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        pointer = ckpts / "latest.tmp"
-        pointer.write_text(final.name)
-        os.replace(pointer, ckpts / "latest")
-        for old in sorted(p for p in ckpts.glob("step_*") if p.is_dir())[:-keep]:
-            shutil.rmtree(old)
+        fsync_tree(tmp)
+        replace_folder(tmp, final)
+        atomic_write_text(ckpts / "latest", final.name)
+        others = sorted(p for p in ckpts.glob("step_*") if p.is_dir() and p != final)
+        for old in others[: max(len(others) - keep + 1, 0)] if keep > 0 else []:
+            trash = ckpts / f".tmp_{old.name}_deleted"  # renamed first: never a half-deleted step_* folder
+            os.replace(old, trash)
+            shutil.rmtree(trash, ignore_errors=True)
     accelerator.wait_for_everyone()
 
 
@@ -113,7 +119,11 @@ def resolve_resume(out: Path, resume: str | None) -> Path | None:
         pointer = out / "checkpoints" / "latest"
         if not pointer.exists():
             return None  # nothing saved yet: start from scratch
-        return out / "checkpoints" / pointer.read_text().strip()
+        path = out / "checkpoints" / pointer.read_text().strip()
+        if not (path / "train_state.json").is_file():
+            raise FileNotFoundError(f"--resume latest: {pointer} names {path}, which is not a complete checkpoint "
+                                    "folder (no train_state.json)")
+        return path
     path = Path(resume)
     if not (path / "train_state.json").exists():
         raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no train_state.json)")
@@ -206,6 +216,9 @@ def train_stages(accelerator: Accelerator, model: torch.nn.Module, optimizer: to
 def print_table(metrics: dict) -> None:
     """The held-out metrics before and after training, as the recipes print them."""
     keys = ["ris_miou", "ris_oiou", "fss_miou", "vos_jf", "rvos_jf"]
+    seconds = metrics.get("seconds")
+    if isinstance(seconds, dict) and seconds:
+        print("\ntime: " + ", ".join(f"{k} {v // 60:.0f} min {v % 60:.0f} s" for k, v in seconds.items()))
     if not all(k in metrics for k in keys):
         return
     before = metrics.get("untrained")

@@ -20,12 +20,14 @@ Returns the metrics (the same dict as ``metrics.json``).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 
+from ..checkpoint.io import atomic_write_text
 from ..evaluation.synthetic import evaluate_synthetic
 from .config import RunConfig, flat_fields, resolve_mixed_precision
 from .family import TrainFamily
@@ -54,9 +56,17 @@ def _evaluate(accelerator: Accelerator, model: torch.nn.Module, cfg: RunConfig, 
                                   out_dir=out_dir)
 
 
+def _lap(clock: list[float]) -> float:
+    """Seconds since the last lap (``clock`` holds its time)."""
+    now = time.perf_counter()
+    lap, clock[0] = now - clock[0], now
+    return round(lap, 1)
+
+
 def run(cfg: RunConfig, family: TrainFamily) -> dict:
     """Train ``family``'s model as ``cfg`` says (see the module docstring) and return its metrics."""
     out = Path(cfg.output_dir)
+    clock = [time.perf_counter()]
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed, deterministic=cfg.deterministic)
     accelerator.print(f"mixed precision: {accelerator.mixed_precision} ({cfg.mixed_precision})")
@@ -66,6 +76,7 @@ def run(cfg: RunConfig, family: TrainFamily) -> dict:
     stages = cfg.stages()
     sources = {name: [build_source(d, cfg.synthetic_image_size, cfg.seed) for d in stage.data] for name, stage in stages}
     model, metrics = family.build_model(accelerator)
+    seconds = {"build": _lap(clock)}  # building includes a stand-in's pre-training
     uses_synthetic = any(d.kind == "synthetic" for _, s in stages for d in s.data)
     evaluate = uses_synthetic and cfg.eval_samples > 0
 
@@ -82,7 +93,7 @@ def run(cfg: RunConfig, family: TrainFamily) -> dict:
     if accelerator.is_main_process and evaluate and cfg.eval_untrained and resolve_resume(out, cfg.resume) is None:
         metrics["untrained"] = _evaluate(accelerator, inner, cfg)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "untrained_metrics.json").write_text(json.dumps(metrics["untrained"], indent=2))
+        atomic_write_text(out / "untrained_metrics.json", json.dumps(metrics["untrained"], indent=2))
     accelerator.wait_for_everyone()
     global_step = load_resume_state(accelerator, out, cfg.resume)
     if global_step and (out / "untrained_metrics.json").exists():
@@ -90,16 +101,20 @@ def run(cfg: RunConfig, family: TrainFamily) -> dict:
     if cfg.tracker != "none":
         accelerator.init_trackers(family.tracker_project, config={k: str(v) for k, v in flat_fields(cfg).items()})
 
+    _lap(clock)
     losses, global_step = train_stages(accelerator, model, optimizer, scheduler, family, cfg, sources, global_step)
     metrics.update(losses)
+    seconds["train"] = _lap(clock)
 
     if accelerator.is_main_process:
         if evaluate:
             metrics = {**_evaluate(accelerator, inner, cfg, out_dir=out), **metrics}
+            seconds["evaluate"] = _lap(clock)
         metrics["steps"] = global_step
+        metrics["seconds"] = seconds  # wall time of each phase (this process)
         inner.recorded_metrics = {k: v for k, v in metrics.items() if isinstance(v, float)}
         family.save(inner, out)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))  # old or new, never a part
         print_table(metrics)
     accelerator.end_training()
     return metrics

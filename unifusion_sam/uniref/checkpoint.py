@@ -18,7 +18,15 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import PretrainedMixin, card_tail, listing, render_card, state_mismatch
+from ..checkpoint import (
+    PretrainedMixin,
+    card_tail,
+    check_inside,
+    check_model_name,
+    listing,
+    render_card,
+    state_mismatch,
+)
 from ..version import __version__
 from .modeling.config import UniRefConfig
 
@@ -47,8 +55,16 @@ def build_text_encoder(config, folder: Path | None):
     from ..encoders.text import TextReferenceEncoder, resolve_text_model
 
     if folder is not None and (folder / TEXT_CONFIG_NAME).is_file():
-        data = json.loads((folder / TEXT_CONFIG_NAME).read_text(encoding="utf-8"))
-        hf_config = AutoConfig.for_model(**data)
+        for entry in folder.iterdir():  # the tokenizer reads its files from the folder: none may link out of it
+            check_inside(entry, folder, "UniRef++ checkpoint")
+        path = folder / TEXT_CONFIG_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+                raise ValueError(f"expected a JSON object with a model_type, got {type(data).__name__}")
+            hf_config = AutoConfig.for_model(**data)
+        except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(f"invalid text encoder configuration {path}: {exc}") from exc
         tokenizer = AutoTokenizer.from_pretrained(str(folder), config=hf_config)  # not the folder's config.json (ours)
     else:
         path = resolve_text_model(config.model_name_or_path)
@@ -130,6 +146,8 @@ class UniRefCheckpointMixin(PretrainedMixin):
                          config_path: Path, weights_path: Path, source: str | os.PathLike, revision: str | None,
                          hub_kwargs: dict[str, Any], device: str | None = None, **_: Any):
         folder = config_path.parent
+        if config.text is not None:
+            check_model_name(config.text.model_name_or_path, "text.model_name_or_path", config_path)
         if config.text is not None and not (folder / TEXT_CONFIG_NAME).is_file() and not Path(source).is_dir():
             from huggingface_hub import snapshot_download
 

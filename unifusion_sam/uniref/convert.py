@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import listing
+from ..checkpoint import listing, read_weights
 from ..encoders.text import TextEncoderConfig
 from .modeling.config import UniRefConfig, _authors_fusion, _authors_mask
 
@@ -73,17 +73,17 @@ def read_authors_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(path)))
+        return read_weights(path)[0]
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f"a non-tensor object ({found.group(1)})" if found else "something that is not tensors and plain containers"
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))  # torch's reason, after its boilerplate
+        reason = detail.group(1) if detail else (str(exc).strip().splitlines() or [""])[0]
         raise ValueError(f"{path} contains {what}; unifusion-sam only reads tensors, numbers, strings and "
                          f"containers from a pickle and never unpickles arbitrary objects ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:300]})") from exc
+                         f"{reason.strip()[:300]})") from exc
     if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
         data = data["model"]  # detectron2: {"model": ..., "trainer": ..., "iteration": ...}
     if not isinstance(data, Mapping):

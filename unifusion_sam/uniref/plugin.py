@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import check_inside
 from ..families import ModelFamily
 from .checkpoint import MODEL_CONFIG_NAME, MODEL_WEIGHTS_NAME
 from .modeling.config import list_uniref_presets
@@ -33,6 +34,8 @@ class UniRefFamily(ModelFamily):
              **kwargs: Any) -> UniRefSegmenter:
         if "sam" in kwargs:
             raise ValueError(f"{source} is a full UniRef++ model; it has its own backbone, so do not pass sam=")
+        if run_dir is not None:  # a run folder's model must lie inside it (no symbolic link out of it)
+            check_inside(source, run_dir, "run")
         return UniRefSegmenter.from_pretrained(source, revision=revision, **kwargs)
 
     def build(self, preset: str | None = None, **options: Any) -> UniRefSegmenter:

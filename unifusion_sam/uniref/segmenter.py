@@ -36,6 +36,11 @@ from .modeling.layers import aligned_bilinear
 from .modeling.model import Detections, FrameFeatures, UniRefModel, layer_outputs
 from .transforms import padding_mask, prepare_image, prepare_mask
 
+UNIREF_NO_ONNX = ("the full UniRef++ model has no ONNX exporter: its per-frame decode (the two-stage Deformable-DETR "
+                  "transformer with multi-scale deformable sampling, the per-frame top-k query selection and the "
+                  "dynamic-convolution mask head) is not split into exportable graphs yet; ONNX export covers "
+                  "UniFusion-SAM models. Run UniRef++ with PyTorch")
+
 
 class UniRefSegmenter(UniRefCheckpointMixin, ReferenceInferenceMixin, UniRefModel):
     """UniRef++ with ``predict`` / ``track`` / ``save_pretrained`` / ``from_pretrained``; see the module docstring."""
@@ -50,6 +55,10 @@ class UniRefSegmenter(UniRefCheckpointMixin, ReferenceInferenceMixin, UniRefMode
 
     def encoder_version(self) -> float:
         return 0.0  # nothing trains at inference: cached frame features stay valid
+
+    def export_onnx(self, out_dir, **options):
+        """Not available: ONNX export covers UniFusion-SAM models (``unifusion_sam.sam.onnx``)."""
+        raise ValueError(UNIREF_NO_ONNX)
 
     # ------------------------------------------------------------------ images and masks
     def _sizes(self, task: str):

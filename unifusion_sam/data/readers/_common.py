@@ -122,6 +122,24 @@ def check_root(root: str | os.PathLike, what: str = "dataset root") -> Path:
     return path
 
 
+def check_relative(name: Any, where: str) -> str:
+    """``name``, a file or folder name read from an annotation or list file (``train2014/x.jpg``, a video
+    name), when it stays below the folder it is joined to; a :class:`DataError` naming ``where`` for one
+    that is absolute or climbs out with ``..``, which a hostile annotation file could use to make a reader
+    open any file."""
+    if not isinstance(name, str) or not name:
+        raise DataError(f"{where}: expected a relative file name, got {name!r}")
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":") or "\0" in name:
+        raise DataError(f"{where}: file name {name!r} is absolute or climbs out of its folder ('..'): refused")
+    return name
+
+
+def join_inside(root: Path, name: Any, where: str) -> Path:
+    """``root / name`` after :func:`check_relative`."""
+    return Path(root) / check_relative(name, where)
+
+
 def check_choice(value: Any, choices: Sequence[Any], name: str) -> Any:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
@@ -186,6 +204,7 @@ def index_video_folder(
     the same name (its labels could not be placed), or, with ``require_first``, when the first
     frame has no annotation (semi-supervised protocols start from it).
     """
+    check_relative(name, "video name")  # from a split list or a meta file
     frames = list_files(image_dir, JPEG_SUFFIXES)
     if not frames:
         raise DataError(f"video {name!r} has no frames in {image_dir}")

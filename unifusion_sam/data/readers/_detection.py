@@ -35,7 +35,7 @@ import numpy as np
 
 from ..io import DataError, handle_error
 from ..types import DetectionRecord
-from ._common import Reader, load_json
+from ._common import Reader, check_relative, load_json
 
 MIN_BOX_SIDE = 1.0
 """Boxes whose clipped width or height is ``<=`` this many pixels are degenerate and left out."""
@@ -150,6 +150,7 @@ class DetectionJSON(Reader):
                             and img["width"] > 0 and isinstance(img.get("file_name"), str)):
                         raise DataError(f"{prefix}{ann.get('id')}: image {image_id} lacks a positive height / "
                                         "width or a file_name")
+                    check_relative(img["file_name"], f"{prefix}{ann.get('id')}: image {image_id}")
                     checked[image_id] = True
                 bbox = ann.get("bbox")
                 if not isinstance(bbox, list) or len(bbox) != 4:
@@ -196,7 +197,10 @@ class DetectionJSON(Reader):
         """``N x 4`` float32 clipped ``x0, y0, x1, y1`` of COCO ``bboxes`` and the ``N`` bool rows to
         keep (not degenerate). Rows that are not four finite numbers go through ``on_error`` (their
         image is marked unusable), found by the per-box check of :func:`coco_box_to_xyxy`."""
-        raw = np.array(bboxes) if bboxes else np.zeros((0, 4))
+        try:
+            raw = np.array(bboxes) if bboxes else np.zeros((0, 4))
+        except (TypeError, ValueError):  # ragged lists: found and named by the per-box check below
+            raw = np.zeros(0)
         if raw.dtype.kind not in "iuf" or raw.shape != (len(bboxes), 4) or not np.isfinite(raw).all():
             raw = np.zeros((len(bboxes), 4))
             for i, bbox in enumerate(bboxes):

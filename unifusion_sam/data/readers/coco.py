@@ -27,7 +27,7 @@ import numpy as np
 
 from ..io import DataError, handle_error
 from ..types import ImageLike
-from ._common import Reader, check_choice, check_root, load_json
+from ._common import Reader, check_choice, check_root, join_inside, load_json
 from ._detection import DetectionJSON
 
 COCO_SPLITS = ("train2017", "val2017", "train2014", "val2014")
@@ -35,6 +35,11 @@ COCO_SPLITS = ("train2017", "val2017", "train2014", "val2014")
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_json_id(v: Any) -> bool:
+    """An image / annotation / category id read from JSON: an int or a string (not a list, a dict, ...)."""
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
 
 
 def _compressed_counts(data: bytes, source: str) -> list[int]:
@@ -195,8 +200,11 @@ class COCOInstances(Reader):
             or not isinstance(data.get("annotations"), list)
         ):
             raise DataError(f"{self.annotation_file} is not a COCO instances file (needs images, annotations lists)")
-        self._images = {img["id"]: img for img in data["images"] if isinstance(img, dict) and "id" in img}
-        self._cats = {c["id"]: c.get("name") for c in data.get("categories", []) if isinstance(c, dict)}
+        if not isinstance(data.get("categories", []), list):
+            raise DataError(f"{self.annotation_file}: categories must be a list, got {type(data['categories']).__name__}")
+        self._images = {img["id"]: img for img in data["images"] if isinstance(img, dict) and is_json_id(img.get("id"))}
+        self._cats = {c["id"]: c.get("name") for c in data.get("categories", [])
+                      if isinstance(c, dict) and is_json_id(c.get("id"))}
         wanted = set(category_ids) if category_ids is not None else None
         for ann in data["annotations"]:
             if not isinstance(ann, dict):
@@ -204,7 +212,7 @@ class COCOInstances(Reader):
                 continue
             if ann.get("iscrowd", 0) and self.crowd == "skip":
                 continue
-            if wanted is not None and ann.get("category_id") not in wanted:
+            if wanted is not None and not (is_json_id(ann.get("category_id")) and ann["category_id"] in wanted):
                 continue
             try:
                 self._check(ann)
@@ -218,6 +226,12 @@ class COCOInstances(Reader):
 
     def _check(self, ann: dict[str, Any]) -> None:
         where = f"{self.annotation_file} ann {ann.get('id')}"
+        for key in ("image_id", "category_id"):
+            if key in ann and not is_json_id(ann[key]):
+                raise DataError(f"{where}: {key} {ann[key]!r} is not an id")
+        bbox = ann.get("bbox")
+        if bbox is not None and (not isinstance(bbox, list) or not all(_is_number(v) for v in bbox)):
+            raise DataError(f"{where}: bbox {bbox!r} is not a list of numbers")
         img = self._images.get(ann.get("image_id"))
         if img is None:
             raise DataError(f"{where}: image_id {ann.get('image_id')} not in images")
@@ -225,6 +239,7 @@ class COCOInstances(Reader):
             img.get("file_name"), str
         ):
             raise DataError(f"{where}: image {img.get('id')} lacks height / width / file_name")
+        join_inside(self.image_dir, img["file_name"], where)
         if not isinstance(ann.get("area", 0.0), (int, float)):
             raise DataError(f"{where}: area {ann.get('area')!r} is not a number")
         if self._cats and ann.get("category_id") not in self._cats:
@@ -236,7 +251,7 @@ class COCOInstances(Reader):
         where = f"{self.annotation_file} ann {ann.get('id')}"
         mask = decode_coco_segmentation(ann["segmentation"], img["height"], img["width"], where)
         return InstanceRecord(
-            image=self.image_dir / img["file_name"],
+            image=join_inside(self.image_dir, img["file_name"], where),
             mask=mask,
             category_id=ann.get("category_id"),
             category=self._cats.get(ann.get("category_id")),
@@ -283,7 +298,7 @@ class COCODetection(DetectionJSON):
         self._finish_init()
 
     def _image_path(self, file_name: str) -> Path:
-        return self.image_dir / file_name
+        return join_inside(self.image_dir, file_name, str(self.annotation_file))
 
     def _check_segmentation(self, ann: dict[str, Any], height: int, width: int, source: str) -> Any:
         return check_coco_segmentation(ann.get("segmentation"), height, width, source)

@@ -84,7 +84,10 @@ class DAVIS2017(Reader):
         list_path = self.root / "ImageSets" / "2017" / f"{split}.txt"
         if not list_path.is_file():
             raise DataError(f"DAVIS split list not found: {list_path}")
-        self.videos = [v.strip() for v in list_path.read_text(encoding="utf-8").splitlines() if v.strip()]
+        try:
+            self.videos = [v.strip() for v in list_path.read_text(encoding="utf-8").splitlines() if v.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read the DAVIS split list {list_path}: {exc}") from exc
         self._cache: dict[str, VideoRecord] = {}
         for video in self.videos:
             try:

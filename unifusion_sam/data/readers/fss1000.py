@@ -37,7 +37,7 @@ import numpy as np
 
 from ..io import DataError, handle_error, load_binary_mask
 from ..types import FewShotEpisode
-from ._common import Reader, check_choice, check_root, frame_sort_key
+from ._common import Reader, check_choice, check_root, frame_sort_key, join_inside
 
 FSS1000_SPLITS = ("train", "val", "test", "trainval", "all")
 FSS_MASK_THRESHOLD = 128
@@ -121,7 +121,10 @@ class FSS1000(Reader):
             path = Path(split_file)
             if not path.is_file():
                 raise DataError(f"split file not found: {path}")
-            return sorted(set(_parse_class_list(path.read_text(encoding="utf-8"))))
+            try:
+                return sorted(set(_parse_class_list(path.read_text(encoding="utf-8"))))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DataError(f"cannot read the split file {path}: {exc}") from exc
         if self.split == "all":
             return on_disk
         if self.split == "trainval":
@@ -130,7 +133,7 @@ class FSS1000(Reader):
         return sorted(set(fss1000_split_classes(self.split)))
 
     def _index_class(self, name: str) -> list[Path]:
-        folder = self.root / name
+        folder = join_inside(self.root, name, "FSS-1000 class list")
         if not folder.is_dir():
             raise DataError(f"FSS-1000 class folder not found: {folder}")
         images = []

@@ -34,7 +34,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from ..io import DataError
-from ._common import check_choice, check_root
+from ._common import check_choice, check_root, join_inside
 from ._detection import DetectionJSON, first_existing
 
 OBJECTS365_SPLITS = ("train", "val")
@@ -46,6 +46,7 @@ def objects365_image_path(image_dir: str | os.PathLike, file_name: str, layout: 
     """Where an image of ``file_name`` (as in the json) lies under ``image_dir`` for ``layout``
     (``"file_name"``, ``"patch"`` or ``"flat"``; see the module docstring)."""
     check_choice(layout, OBJECTS365_IMAGE_LAYOUTS[1:], "image_layout")
+    join_inside(Path(image_dir), file_name, "Objects365 annotation")
     name = PurePosixPath(file_name.replace("\\", "/"))
     if layout == "file_name":
         return Path(image_dir, *name.parts)

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..io import DataError, handle_error
 from ..types import VideoRecord
-from ._common import VOID_LABEL, Reader, check_choice, check_root, load_json
+from ._common import VOID_LABEL, Reader, check_choice, check_relative, check_root, load_json
 from ._detection import first_existing
 from .coco import decode_coco_segmentation
 
@@ -143,7 +143,8 @@ class OVIS(Reader):
             raise DataError(f"{where}: no file_names list")
         if isinstance(video.get("length"), int) and video["length"] != len(names):
             raise DataError(f"{where}: length {video['length']} but {len(names)} file_names")
-        paths = [self.image_dir.joinpath(*PurePosixPath(n.replace("\\", "/")).parts) for n in names]
+        paths = [self.image_dir.joinpath(*PurePosixPath(check_relative(n, where).replace("\\", "/")).parts)
+                 for n in names]
         for path in paths:
             if path.parent not in self._listings:
                 if not path.parent.is_dir():

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..io import DataError, handle_error
 from ..types import VideoRecord
-from ._common import JPEG_SUFFIXES, Reader, check_choice, check_root, list_files, load_json, scan_objects
+from ._common import JPEG_SUFFIXES, Reader, check_choice, check_root, join_inside, list_files, load_json, scan_objects
 
 REF_YOUTUBE_VOS_SPLITS = ("train", "valid", "test")
 UNKNOWN_OBJECT = -1
@@ -88,9 +88,11 @@ class RefYouTubeVOS(Reader):
         where = f"{self.expressions_path} video {video!r}"
         if not isinstance(data, dict) or not isinstance(data.get("frames"), list) or not data["frames"]:
             raise DataError(f"{where}: no frame list")
+        if not all(isinstance(f, str) for f in data["frames"]):
+            raise DataError(f"{where}: frames {data['frames']!r:.80} is not a list of frame names")
         if not isinstance(data.get("expressions"), dict) or not data["expressions"]:
             raise DataError(f"{where}: no expressions")
-        on_disk = {p.stem: p for p in list_files(self.image_root / video, JPEG_SUFFIXES)}
+        on_disk = {p.stem: p for p in list_files(join_inside(self.image_root, video, where), JPEG_SUFFIXES)}
         names = sorted(data["frames"])
         missing = [n for n in names if n not in on_disk]
         if missing:
@@ -108,7 +110,8 @@ class RefYouTubeVOS(Reader):
             position = {n: i for i, n in enumerate(names)}
             raw_objects = self.object_meta[video].get("objects") if isinstance(self.object_meta[video], dict) else None
             for key, info in (raw_objects or {}).items():
-                if not str(key).isdigit() or not isinstance(info, dict):
+                if not str(key).isdigit() or not isinstance(info, dict) or not isinstance(info.get("frames") or [], list) \
+                        or not all(isinstance(f, str) for f in info.get("frames") or []):
                     raise DataError(f"{self.root / 'train' / 'meta.json'} video {video!r}: bad object entry {key!r}")
                 listed = [position[f] for f in (info.get("frames") or []) if f in position]
                 objects[int(key)] = {"category": info.get("category"), "first": min(listed) if listed else None}

@@ -29,8 +29,8 @@ from typing import Any
 
 from ..io import DataError, handle_error
 from ..types import ReferringExpression
-from ._common import Reader, check_choice, check_root, load_json
-from .coco import check_coco_segmentation, decode_coco_segmentation
+from ._common import Reader, check_choice, check_root, join_inside, load_json
+from .coco import check_coco_segmentation, decode_coco_segmentation, is_json_id
 
 REFCOCO_DATASETS = ("refcoco", "refcoco+", "refcocog")
 REFCOCO_SPLITS: dict[str, tuple[str, ...]] = {
@@ -128,12 +128,13 @@ class RefCOCO(Reader):
         self.instances_path = data_dir / "instances.json"
         refs = load_refs_pickle(self.refs_path)
         instances = load_json(self.instances_path)
-        if not isinstance(instances, dict) or not all(k in instances for k in ("images", "annotations")):
-            raise DataError(f"{self.instances_path} is not a COCO instances file (needs images, annotations)")
-        self._images = {img["id"]: img for img in instances["images"] if isinstance(img, dict) and "id" in img}
-        self._anns = {ann["id"]: ann for ann in instances["annotations"] if isinstance(ann, dict) and "id" in ann}
+        if not isinstance(instances, dict) or not all(isinstance(instances.get(k), list) for k in ("images", "annotations")) \
+                or not isinstance(instances.get("categories", []), list):
+            raise DataError(f"{self.instances_path} is not a COCO instances file (needs images, annotations lists)")
+        self._images = {img["id"]: img for img in instances["images"] if isinstance(img, dict) and is_json_id(img.get("id"))}
+        self._anns = {ann["id"]: ann for ann in instances["annotations"] if isinstance(ann, dict) and is_json_id(ann.get("id"))}
         self._cats = {
-            c["id"]: c.get("name") for c in instances.get("categories", []) if isinstance(c, dict) and "id" in c
+            c["id"]: c.get("name") for c in instances.get("categories", []) if isinstance(c, dict) and is_json_id(c.get("id"))
         }
         for ref in refs:
             if ref.get("split") != self.split:
@@ -151,9 +152,14 @@ class RefCOCO(Reader):
         for key in ("ref_id", "ann_id", "image_id", "sentences"):
             if key not in ref:
                 raise DataError(f"{src}: missing key {key!r}")
+        for key in ("ann_id", "image_id", "category_id"):
+            if key in ref and not is_json_id(ref[key]):
+                raise DataError(f"{src}: {key} {ref[key]!r} is not an id")
         ann = self._anns.get(ref["ann_id"])
         if ann is None:
             raise DataError(f"{src}: ann_id {ref['ann_id']} not in {self.instances_path}")
+        if "category_id" in ann and not is_json_id(ann["category_id"]):
+            raise DataError(f"{self.instances_path} ann {ref['ann_id']}: category_id {ann['category_id']!r} is not an id")
         if ann.get("image_id") != ref["image_id"]:
             raise DataError(f"{src}: ann {ref['ann_id']} belongs to image {ann.get('image_id')}, not {ref['image_id']}")
         img = self._images.get(ref["image_id"])
@@ -163,6 +169,7 @@ class RefCOCO(Reader):
             img.get("file_name"), str
         ):
             raise DataError(f"{src}: image {ref['image_id']} lacks height / width / file_name in {self.instances_path}")
+        join_inside(self.image_dir, img["file_name"], f"{self.instances_path} image {ref['image_id']}")
         check_coco_segmentation(
             ann.get("segmentation"), img["height"], img["width"], f"{self.instances_path} ann {ann['id']}"
         )
@@ -183,7 +190,7 @@ class RefCOCO(Reader):
         sent = ref["sentences"][i]
         category_id = ref.get("category_id", ann.get("category_id"))
         return ReferringExpression(
-            image=self.image_dir / img["file_name"],
+            image=join_inside(self.image_dir, img["file_name"], f"{self.instances_path} image {ref['image_id']}"),
             mask=mask,
             sentence=sent[self.sentence_key],
             ref_id=str(ref["ref_id"]),

@@ -112,6 +112,11 @@ class VOSFolder(Reader):
                 if not str(key).isdigit() or not 0 < int(key) < 255:
                     raise DataError(f"{where}: object id {key!r} is not an integer in 1..254")
                 info = info if isinstance(info, dict) else {}
+                listed = info.get("frames")
+                if listed and (not isinstance(listed, list) or not all(isinstance(f, str) for f in listed)):
+                    raise DataError(f"{where}: object {key} frames {listed!r:.80} is not a list of frame names")
+                if not isinstance(info.get("category"), (str, type(None))):
+                    raise DataError(f"{where}: object {key} category {info['category']!r:.80} is not a name")
                 first = None
                 if info.get("frames"):
                     missing = [f for f in info["frames"] if f not in position]
@@ -189,7 +194,7 @@ def _train_categories(path: Path) -> set[str]:
         o.get("category")
         for v in _meta_videos(load_json(path), path).values()
         for o in (v.get("objects") or {}).values()
-        if isinstance(o, dict) and o.get("category")
+        if isinstance(o, dict) and o.get("category") and isinstance(o["category"], str)
     }
 
 

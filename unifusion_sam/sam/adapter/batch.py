@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ...fusion.unifusion import ReferenceTokens
-
 
 @dataclass
 class SamBatch:
@@ -99,91 +97,3 @@ class SamOutput:
     scores: torch.Tensor
     point_heat: torch.Tensor | None = None
     has_point: torch.Tensor | None = None
-
-
-def group_references(
-    keys: torch.Tensor, values: torch.Tensor, owner: torch.Tensor, batch: int, local: torch.Tensor | None = None
-) -> ReferenceTokens:
-    """Concatenate each sample's reference tokens along the token axis and pad to a common length.
-
-    ``keys``/``values``: ``[R, T, C]`` (T tokens per reference); ``owner``: ``[R]``; ``local``: optional
-    ``[R]`` bool, which references take the locality prior (spread over their tokens). Returns tokens
-    ``[B, Kmax * T, C]`` with a padding mask; a sample without references is fully padded.
-    """
-    r, t, c = keys.shape
-    counts = torch.bincount(owner, minlength=batch)  # [B]
-    kmax = max(int(counts.max()), 1)
-    out_k = keys.new_zeros(batch, kmax * t, c)
-    out_v = values.new_zeros(batch, kmax * t, c)
-    padding = torch.ones(batch, kmax * t, dtype=torch.bool, device=keys.device)
-    out_local = None if local is None else torch.zeros(batch, kmax * t, dtype=torch.bool, device=keys.device)
-    slot = torch.zeros(batch, dtype=torch.long)
-    for i in range(r):
-        b = int(owner[i])
-        s = int(slot[b]) * t
-        out_k[b, s : s + t] = keys[i]
-        out_v[b, s : s + t] = values[i]
-        padding[b, s : s + t] = False
-        if out_local is not None:
-            out_local[b, s : s + t] = bool(local[i])
-        slot[b] += 1
-    return ReferenceTokens(out_k, out_v, padding, local=out_local)
-
-
-def mean_by_owner(values: torch.Tensor, owner: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Average ``[R, C]`` rows per owning sample: ``[B, C]`` and a ``[B]`` bool "has any"."""
-    sums = values.new_zeros(batch, values.shape[1]).index_add(0, owner, values)
-    counts = torch.bincount(owner, minlength=batch).to(values.dtype)
-    return sums / counts.clamp(min=1)[:, None], counts > 0
-
-
-@dataclass
-class References:
-    """Per-sample references ready for fusion (B samples, C channels).
-
-    ``lang``: word tokens ``[B, L, C]`` (rows without a sentence fully padded), ``text_pooled``
-    ``[B, C]``, ``has_text`` ``[B]``; ``mask``: reference tokens ``[B, K*h*w, C]`` (first + previous
-    frame or K shots, padded), ``mask_pooled`` ``[B, C]`` prototypes, ``has_mask`` ``[B]``;
-    ``tracking`` ``[B]`` bool: the mask references are earlier frames of the sample's video (see
-    :class:`SamBatch`), ``None`` for none.
-    """
-
-    lang: ReferenceTokens | None = None
-    text_pooled: torch.Tensor | None = None
-    has_text: torch.Tensor | None = None
-    mask: ReferenceTokens | None = None
-    mask_pooled: torch.Tensor | None = None
-    has_mask: torch.Tensor | None = None
-    tracking: torch.Tensor | None = None
-
-    def has_any(self) -> torch.Tensor | None:
-        """``[B]`` bool: the sample has at least one reference (``None`` when no branch is present)."""
-        flags = [f for f in (self.has_text, self.has_mask) if f is not None]
-        if not flags:
-            return None
-        out = flags[0]
-        for f in flags[1:]:
-            out = out | f
-        return out
-
-
-def stack_text(words: list[torch.Tensor | None], pooled: list[torch.Tensor | None]) -> References:
-    """Per-sample word features ``[L_i, C]`` (or ``None``) -> padded language references for the batch."""
-    b = len(words)
-    present = [w for w in words if w is not None]
-    if not present:
-        return References()
-    c, device, dtype = present[0].shape[-1], present[0].device, present[0].dtype
-    length = max(w.shape[0] for w in present)
-    tokens = torch.zeros(b, length, c, device=device, dtype=dtype)
-    padding = torch.ones(b, length, dtype=torch.bool, device=device)
-    pooled_out = torch.zeros(b, c, device=device, dtype=dtype)
-    has = torch.zeros(b, dtype=torch.bool, device=device)
-    for i, (w, p) in enumerate(zip(words, pooled)):
-        if w is None:
-            continue
-        tokens[i, : w.shape[0]] = w
-        padding[i, : w.shape[0]] = False
-        pooled_out[i] = p
-        has[i] = True
-    return References(lang=ReferenceTokens(tokens, tokens, padding), text_pooled=pooled_out, has_text=has)

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from ...checkpoint import PretrainedMixin, listing
+from ...checkpoint import PretrainedMixin, check_model_name, dtype_mismatches, listing
 from ...version import __version__
 from ..backends import make_backend, sam_size_name
 from .config import UniFusionSamConfig
@@ -98,7 +98,8 @@ class CheckpointMixin(PretrainedMixin):
     def load_adapter_state_dict(self, state: Mapping[str, torch.Tensor], strict: bool = True) -> AdapterLoadResult:
         """Copy ``state`` (as made by :meth:`adapter_state_dict`) into the model.
 
-        Shape mismatches always raise ``ValueError`` naming each key and both shapes; with ``strict``
+        Shape mismatches and integer / boolean values for floating-point tensors (or the reverse) always raise
+        ``ValueError`` naming each key with both shapes or dtypes; with ``strict``
         missing or unexpected keys raise too, else they are returned.
         """
         entries = self._adapter_entries()
@@ -109,12 +110,15 @@ class CheckpointMixin(PretrainedMixin):
         unexpected = sorted(set(state) - set(entries))
         wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
                  for k, (_, _, v) in entries.items() if k in state and state[k].shape != v.shape]
-        if wrong or (strict and (missing or unexpected)):
+        dtypes = dtype_mismatches({k: v for k, (_, _, v) in entries.items()}, state)
+        if wrong or dtypes or (strict and (missing or unexpected)):
             c = self.config
             lines = [f"adapter state does not match this UniFusion-SAM (sam_family={c.sam_family!r}, "
                      f"sam_size={c.sam_size!r}, image_size={c.image_size}):"]
             if wrong:
                 lines.append(f"  shape mismatches ({len(wrong)}): {listing(wrong)}")
+            if dtypes:
+                lines.append(f"  dtype mismatches ({len(dtypes)}): {listing(dtypes)}")
             if missing and strict:
                 lines.append(f"  missing keys ({len(missing)}): {listing(missing)}")
             if unexpected and strict:
@@ -187,7 +191,10 @@ class CheckpointMixin(PretrainedMixin):
         if saved_family is not None and saved_family != config.sam_family:
             raise ValueError(f"{weights_path} was saved from a {saved_family!r} SAM but {config_path} says "
                              f"sam_family={config.sam_family!r}")
-        # The mask encoder's ImageNet initialisation is overwritten by the adapter: do not read it again.
+        if config.text is not None:
+            check_model_name(config.text.model_name_or_path, "text.model_name_or_path", config_path)
+        # The mask encoder's ImageNet initialisation is overwritten by the adapter: do not read it (a file the
+        # config names) again.
         build_config = UniFusionSamConfig.from_dict(config.to_dict())
         build_config.mask.pretrained_path = None
         model = cls(sam, build_config)  # what wrap_sam(sam, adapter=config) builds: the config fits this SAM

@@ -38,6 +38,8 @@ class LoraSettings(JsonConfig):
         check_positive_int("lora.r", self.r)
         check_positive_int("lora.alpha", self.alpha)
         check_probability("lora.dropout", self.dropout)
+        if not isinstance(self.targets, (list, tuple)):
+            raise TypeError(f"lora.targets must be a list of {list(LORA_TARGETS)}, got {self.targets!r}")
         self.targets = tuple(self.targets)
         if not self.targets or any(t not in LORA_TARGETS for t in self.targets):
             raise ValueError(f"lora.targets must be a non-empty subset of {list(LORA_TARGETS)}, got {list(self.targets)}")

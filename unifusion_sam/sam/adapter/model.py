@@ -24,7 +24,8 @@ from ...fusion.unifusion import ReferenceTokens, UniFusion
 from ...inference.mixin import ReferenceInferenceMixin
 from ...interface import Decoded, MaskReference, MaskResult, ObjectQuery, PreparedImage, Prompts
 from ..backends import make_backend
-from .batch import References, SamBatch, SamOutput, group_references, mean_by_owner, stack_text
+from ..references import References, group_references, mean_by_owner, stack_text
+from .batch import SamBatch, SamOutput
 from .checkpoint import CheckpointMixin
 from .config import UniFusionSamConfig
 from .grounding import TextPointHead, positive_point_embedding
@@ -125,6 +126,13 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         """Print ``trainable params: X || all params: Y || trainable%: Z`` like peft."""
         trainable, total = self.num_parameters()
         print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+
+    def export_onnx(self, out_dir, **options):
+        """Write this model as ONNX graphs to ``out_dir`` (see :func:`unifusion_sam.sam.onnx.export.export_onnx`
+        for ``opset``, ``fp16``, ``int8``, ``overwrite``); load them with ``unifusion_sam.from_onnx``."""
+        from ..onnx.export import export_onnx
+
+        return export_onnx(self, out_dir, **options)
 
     # ------------------------------------------------------------------ named stages
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:

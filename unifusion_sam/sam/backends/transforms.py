@@ -29,10 +29,18 @@ class SamTransform:
         self.pixel_std = pixel_std.detach().float().cpu().view(3, 1, 1)
 
     def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
-        return ResizeLongestSide.get_preprocess_shape(original_size[0], original_size[1], self.image_size)
+        """``(h, w)`` of an ``original_size`` image resized so its longer side is ``S``; a ``ValueError`` names
+        an image so thin that its shorter side would shrink to no pixel (e.g. 1 x 600 at ``S`` = 256)."""
+        h, w = ResizeLongestSide.get_preprocess_shape(original_size[0], original_size[1], self.image_size)
+        if h < 1 or w < 1:
+            raise ValueError(f"an image of {original_size[0]} x {original_size[1]} (H x W) pixels is too thin for SAM: "
+                             f"resized to its input size {self.image_size} it would be {h} x {w}; its shorter side "
+                             f"must be at least {max(original_size) / (2 * self.image_size):g} pixels")
+        return h, w
 
     def image(self, image: np.ndarray, device: torch.device | str = "cpu") -> PreparedImage:
         """``H x W x 3`` uint8 -> :class:`PreparedImage` on ``device``."""
+        self.input_size(image.shape[:2])  # refuses an image too thin to resize
         resized = self.resizer.apply_image(image)
         x = torch.as_tensor(resized, device="cpu").permute(2, 0, 1).contiguous().float()  # [3, h, w]
         h, w = x.shape[-2:]

@@ -19,12 +19,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from ...checkpoint.io import state_mismatch
+from ...checkpoint.io import atomic_write_file, portable_tensors, read_weights, state_mismatch, write_safetensors
 from ..specs import IMAGENET_MEAN, IMAGENET_STD, PATCH_SIZE, PROMPT_DIM, SAM2_SPECS, SAM_SPECS, SamSpec
 from .sam2 import build_hf_sam2, build_meta_sam2
 
@@ -153,14 +152,13 @@ def _assemble(image_encoder: nn.Module, spec: SamSpec, pixel_mean, pixel_std):
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.safetensors`` or from a ``.pth``/``.pt`` file with ``weights_only=True``."""
+    """Read a state dict from ``.safetensors`` or from a ``.pth``/``.pt`` file with ``weights_only=True`` (no
+    object but tensors and plain containers is ever unpickled); a broken file is a ``ValueError`` naming it."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
+        return read_weights(path)[0]
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with the path
@@ -175,15 +173,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def save_sam(sam: nn.Module, path: str | os.PathLike) -> None:
     """Write a SAM's whole state dict as safetensors, atomically; ``build_sam(size, checkpoint=path)`` reads
     it back (the stand-in SAM of a training run exists nowhere else)."""
-    from ...checkpoint.io import atomic_write, portable_tensors, write_safetensors
-
-    path = Path(path)
-
-    def write(folder: Path) -> list[str]:
-        write_safetensors(portable_tensors(sam.state_dict()), folder / path.name, {"format": "pt"})
-        return [path.name]
-
-    atomic_write(path.parent, write)
+    tensors = portable_tensors(sam.state_dict())
+    atomic_write_file(path, lambda tmp: write_safetensors(tensors, tmp, {"format": "pt"}))
 
 
 def load_sam_checkpoint(sam: nn.Module, checkpoint: str | os.PathLike, name: str = "?") -> None:

@@ -32,8 +32,7 @@ class SamTrainConfig(RunConfig):
         if isinstance(self.embedding_cache_gb, bool) or not isinstance(self.embedding_cache_gb, (int, float)) \
                 or self.embedding_cache_gb < 0:
             raise ValueError(f"embedding_cache_gb must be a non-negative number, got {self.embedding_cache_gb!r}")
-        if isinstance(self.stand_in, dict):
-            self.stand_in = StandInConfig.from_dict(self.stand_in)
+        self.coerce_sections({"stand_in": StandInConfig})
         super().__post_init__()
         for name, stage in self.stages():
             if stage.min_sizes or stage.max_size or any(d.min_sizes or d.max_size for d in stage.data):

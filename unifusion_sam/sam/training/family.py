@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file
 
 from ...data.synthetic import SyntheticConfig
 from ...inference.predictor import EmbeddingCache
@@ -20,7 +19,7 @@ from ...losses import LossWeights, segmentation_loss
 from ...training.config import StageConfig
 from ..adapter import UniFusionSam, wrap_sam
 from ..adapter.grounding import text_point_loss
-from ..builders import build_sam, save_sam
+from ..builders import build_sam, load_sam_checkpoint, save_sam
 from ..builders.stand_in import pretrain_image_encoder
 from .config import SamTrainConfig
 from .samples import SamSample, SamSamplePrep, SamTrainBatch, collate_sam
@@ -125,7 +124,7 @@ def pretrain_stand_in(accelerator: Accelerator, sam: torch.nn.Module, cfg: SamTr
         save_sam(sam, path)
     accelerator.wait_for_everyone()
     if final is None:
-        sam.load_state_dict(load_file(str(path)))  # wrap_sam freezes it
+        load_sam_checkpoint(sam, path, cfg.sam)  # wrap_sam freezes it
     return final
 
 

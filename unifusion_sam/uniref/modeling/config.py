@@ -121,7 +121,10 @@ class UniRefConfig(JsonConfig):
                               "image_sizes": TaskSizes, "fss_sizes": TaskSizes, "video_sizes": TaskSizes},
                              optional=("text",))
         for name in ("pixel_mean", "pixel_std"):
-            value = tuple(float(v) for v in getattr(self, name))
+            try:
+                value = tuple(float(v) for v in getattr(self, name))
+            except (TypeError, ValueError):
+                raise TypeError(f"{name} must be 3 numbers (RGB), got {getattr(self, name)!r}") from None
             if len(value) != 3:
                 raise ValueError(f"{name} must have 3 values (RGB), got {value}")
             setattr(self, name, value)
