@@ -20,6 +20,20 @@ def _seed():
     yield
 
 
+_PILLOW_PIXEL_LIMIT = __import__("PIL.Image", fromlist=["Image"]).MAX_IMAGE_PIXELS
+
+
+@pytest.fixture(autouse=True)
+def _pillow_pixel_limit():
+    """Each test starts with Pillow's own pixel limit: a demo launched in this process (by a test or a module
+    fixture) lowers it for the whole process (``launch`` sets ``Image.MAX_IMAGE_PIXELS``), which would change
+    what later tests' images hit."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = _PILLOW_PIXEL_LIMIT
+    yield
+
+
 @pytest.fixture(scope="session")
 def text_encoder_parts():
     """The offline MiniLM tokenizer and model, loaded once per session."""

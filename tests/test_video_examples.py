@@ -45,7 +45,7 @@ class Recorder:
         return Decoded(logits, torch.ones_like(decoded.scores), decoded.extras)
 
 
-def test_examples_alone_until_found_then_examples_and_the_previous_frame(model, clip, monkeypatch):
+def test_examples_alone_until_found_then_examples_the_found_frame_and_the_previous_frame(model, clip, monkeypatch):
     video, labels, examples = clip
     recorder = Recorder(model, found_from=2)
     monkeypatch.setattr(model, "decode_objects", recorder)
@@ -54,8 +54,10 @@ def test_examples_alone_until_found_then_examples_and_the_previous_frame(model, 
     results = [session.step(f) for f in video.frames[:5]]
     assert [r.masks[1].any() for r in results] == [False, False, True, True, True]
     assert session.objects[1].found_at == 2 and session.objects[1].kind == "examples"
-    # frames 0-2: the two examples only (other images: not local); then + the previous frame's mask (local)
-    assert [f[0][:2] for f in recorder.frames] == [(2, [False, False])] * 3 + [(3, [False, False, True])] * 2
+    # frames 0-2: the two examples only (other images: not local); then + the found frame's mask (the anchor,
+    # encoded once on frame 2) and the previous frame's mask, both frames of this video (local)
+    assert [f[0][:2] for f in recorder.frames] == [(2, [False, False])] * 3 + [(4, [False, False, True, True])] * 2
+    assert session.objects[1].first is not None and session.objects[1].examples is not None
     with pytest.raises(ValueError, match="tracked already"):
         session.add_example_object(1, examples)
 

@@ -133,11 +133,21 @@ def load_preset_file(dirs: list[Path], name: str, cls: type[T], kind: str) -> T:
 
 
 # ----------------------------------------------------------------------------- validators
-def check_positive_int(name: str, value: Any) -> None:
+MAX_WIDTH = 16384
+"""The largest layer width a config may ask for (a ``Linear(MAX_WIDTH, MAX_WIDTH)`` is 1 GiB): a larger one
+is a corrupt or hostile config, refused before anything is allocated."""
+MAX_SIDE = 8192
+"""The largest image side (in pixels) or sequence length a model config may ask for."""
+
+
+def check_positive_int(name: str, value: Any, maximum: int | None = None) -> None:
+    """``value`` is an int > 0 (and <= ``maximum`` when given); a ``TypeError`` / ``ValueError`` naming it."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if value <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value!r}")
 
 
 def check_probability(name: str, value: Any) -> None:

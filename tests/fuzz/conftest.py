@@ -28,7 +28,7 @@ _COMMON = dict(
 )
 settings.register_profile("fast", max_examples=12, derandomize=True,
                           phases=(Phase.explicit, Phase.generate, Phase.shrink), **_COMMON)
-settings.register_profile("long", max_examples=int(400 * float(os.environ.get("FUZZ_SCALE", "1"))), **_COMMON)
+settings.register_profile("long", max_examples=int(500 * float(os.environ.get("FUZZ_SCALE", "1"))), **_COMMON)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "fast")
 settings.load_profile(PROFILE)
 

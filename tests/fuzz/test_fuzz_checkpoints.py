@@ -165,3 +165,16 @@ def test_weights_file_damaged(saved, cut, garbage, header):
         raw = file.read_bytes()
         file.write_bytes((header or b"") + raw[len(header or b""): int(len(raw) * cut)] + garbage)
         check_load(saved, folder, [WEIGHTS_NAME], f"weights cut at {cut} + {garbage!r}")
+
+
+@pytest.mark.parametrize("section, key, value", [("fusion", "num_heads", 1 << 40), ("fusion", "head_dim", 1 << 20),
+                                                 ("mask", "input_size", 1 << 30), ("", "image_size", 1 << 30)])
+def test_a_config_asking_for_absurd_sizes_is_refused_before_allocating(saved, tmp_path, section, key, value):
+    """Regression (make fuzz): ``fusion.num_heads = 2**40`` in adapter_config.json was a RuntimeError from torch's
+    allocator (18 PB asked); sizes are now bounded in the configs, refused before anything is built."""
+    folder = copy_folder(saved, str(tmp_path))
+    config = copy.deepcopy(saved["config"])
+    (config[section] if section else config)[key] = value
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"{key} must be at most \d+, got {value}"):
+        load(saved, folder)

@@ -120,6 +120,7 @@ BOXES = st.one_of(st.none(), arrays(4), NOT_ARRAYS, st.lists(st.floats(-50, 50) 
 @example(coords=False, labels=[[], [0]], box=None)  # regression: numpy's "inhomogeneous shape" named no labels
 @example(coords=[[1.0, 1.0], [2.0, 2.0]], labels=[None, 1], box=None)  # regression: np.unique's TypeError
 @example(coords=[[1.0, 1.0]], labels=[1], box={"x": 1})  # regression: float() of a dict
+@example(coords=[[1.0 + 2.0j, 1.0]], labels=[1], box=None)  # regression: complex coords were cast with a warning
 @counted("predict")
 def test_predict_prompts(model, coords, labels, box):
     image = np.full((20, 30, 3), 50, np.uint8)

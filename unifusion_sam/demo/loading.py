@@ -37,7 +37,8 @@ def resolve_demo_args(args: argparse.Namespace, config: DemoConfig | None = None
     config = config or DemoConfig()
     args = argparse.Namespace(**vars(args))
     args.checkpoint = resolve_checkpoint_option(args, config.default_run)
-    args.onnx = None  # --onnx DIR is now the checkpoint
+    if getattr(args, "onnx", None) is not None:
+        args.onnx = None  # --onnx DIR is now the checkpoint
     notice = None
     if args.checkpoint is None:
         args.checkpoint, args.sam = NO_CHECKPOINT, "tiny"

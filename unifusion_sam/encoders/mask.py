@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
-from ..config import JsonConfig, check_choice, check_positive_int, native_bf16
+from ..config import MAX_SIDE, MAX_WIDTH, JsonConfig, check_choice, check_positive_int, native_bf16
 from .blocks import LevelFuser
 
 STRIDE_CHANNELS = {4: 64, 8: 128, 16: 256, 32: 512, 64: 256}
@@ -68,9 +68,9 @@ class MaskEncoderConfig(JsonConfig):
     compute_dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        check_positive_int("dim", self.dim)
+        check_positive_int("dim", self.dim, MAX_WIDTH)
         check_choice("compute_dtype", self.compute_dtype, ("float32", "bfloat16", "auto"))
-        check_positive_int("visual_dim", self.visual_dim)
+        check_positive_int("visual_dim", self.visual_dim, MAX_WIDTH)
         if isinstance(self.strides, list):
             self.strides = tuple(self.strides)
         if not isinstance(self.strides, tuple) or not self.strides:
@@ -80,7 +80,7 @@ class MaskEncoderConfig(JsonConfig):
             raise ValueError(f"strides must be distinct values from {sorted(STRIDE_CHANNELS)}, got {self.strides!r}")
         self.strides = tuple(sorted(self.strides))
         if self.input_size is not None:
-            check_positive_int("input_size", self.input_size)
+            check_positive_int("input_size", self.input_size, MAX_SIDE)
         if not isinstance(self.mask_channel, bool):
             raise TypeError(f"mask_channel must be a bool, got {self.mask_channel!r}")
         if not isinstance(self.freeze_bn, bool):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import JsonConfig, check_choice, check_positive_int, check_probability
+from ..config import MAX_SIDE, MAX_WIDTH, JsonConfig, check_choice, check_positive_int, check_probability
 
 OFFLINE_MINILM_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
 DEFAULT_TEXT_MODEL = OFFLINE_MINILM_IDS[0]
@@ -59,8 +59,8 @@ class TextEncoderConfig(JsonConfig):
     def __post_init__(self) -> None:
         if not isinstance(self.model_name_or_path, str) or not self.model_name_or_path:
             raise ValueError(f"model_name_or_path must be a non-empty string, got {self.model_name_or_path!r}")
-        check_positive_int("max_length", self.max_length)
-        check_positive_int("dim", self.dim)
+        check_positive_int("max_length", self.max_length, MAX_SIDE)
+        check_positive_int("dim", self.dim, MAX_WIDTH)
         check_probability("dropout", self.dropout)
         if not isinstance(self.trainable, bool):
             raise TypeError(f"trainable must be a bool, got {self.trainable!r}")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import JsonConfig, check_choice, check_positive_int, check_probability
+from ..config import MAX_WIDTH, JsonConfig, check_choice, check_positive_int, check_probability
 from .attention import BACKENDS, cross_attention
 
 MODULATION_ORDERS = ("scale_shift_gate", "shift_scale_gate")
@@ -85,9 +85,11 @@ class UniFusionConfig(JsonConfig):
     attn_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        check_positive_int("dim", self.dim)
-        check_positive_int("num_heads", self.num_heads)
-        check_positive_int("head_dim", self.head_dim)
+        check_positive_int("dim", self.dim, MAX_WIDTH)
+        check_positive_int("num_heads", self.num_heads, MAX_WIDTH)
+        check_positive_int("head_dim", self.head_dim, MAX_WIDTH)
+        if self.num_heads * self.head_dim > MAX_WIDTH:
+            raise ValueError(f"num_heads x head_dim must be at most {MAX_WIDTH}, got {self.num_heads} x {self.head_dim}")
         check_choice("backend", self.backend, BACKENDS)
         if not isinstance(self.qkv_bias, bool):
             raise TypeError(f"qkv_bias must be a bool, got {self.qkv_bias!r}")

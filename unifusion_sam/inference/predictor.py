@@ -162,9 +162,15 @@ def _as_list(value, name: str, what: str) -> list:
 def _as_array(value, name: str, dtype=None) -> np.ndarray:
     """``value`` as a numpy array (of ``dtype``); a ``ValueError`` names what cannot be read as numbers."""
     try:
-        return np.asarray(value, dtype=dtype)
+        array = np.asarray(value)
+        complex_values = np.iscomplexobj(array)
+        if not complex_values and dtype is not None:
+            array = array.astype(dtype)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be an array of numbers, got {value!r:.80} ({exc})") from None
+    if complex_values:  # numpy would drop the imaginary part with only a warning
+        raise ValueError(f"{name} must be real numbers, got complex values {value!r:.80}")
+    return array
 
 
 class ReferencePredictor:

@@ -62,8 +62,8 @@ class FrameResult:
 class TrackedObject:
     """One object's state in a session. What it was given by: a mask (VOS), a sentence (``text``, RVOS) or
     examples from other images (``examples``, the object shown, not described). Its *anchor* is ``first``
-    (the given mask on its frame, or for a sentence the first confident frame's prediction) or, for an
-    example-given object, the examples themselves; ``prev_mask`` is the previous frame's mask (``[Hp, Wp]``
+    (the given mask on its frame, or for a sentence or examples the first confident frame's prediction), and
+    for an example-given object the examples as well; ``prev_mask`` is the previous frame's mask (``[Hp, Wp]``
     float 0/1 on ``prev_frame``'s network input), set once the object has a mask to follow."""
 
     text: TextFeatures | None = None

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...config import JsonConfig, check_choice, check_positive_int, check_probability, load_preset_file, preset_names
+from ...config import (
+    MAX_SIDE,
+    MAX_WIDTH,
+    JsonConfig,
+    check_choice,
+    check_positive_int,
+    check_probability,
+    load_preset_file,
+    preset_names,
+)
 from ...encoders.mask import MaskEncoderConfig
 from ...encoders.text import TextEncoderConfig
 from ...fusion.unifusion import UniFusionConfig
@@ -35,7 +44,7 @@ class LoraSettings(JsonConfig):
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise TypeError(f"lora.enabled must be a bool, got {self.enabled!r}")
-        check_positive_int("lora.r", self.r)
+        check_positive_int("lora.r", self.r, MAX_WIDTH)
         check_positive_int("lora.alpha", self.alpha)
         check_probability("lora.dropout", self.dropout)
         if not isinstance(self.targets, (list, tuple)):
@@ -80,7 +89,7 @@ class UniFusionSamConfig(JsonConfig):
         check_choice("sam_family", self.sam_family, SAM_FAMILIES)
         if not isinstance(self.sam_size, str) or not self.sam_size:
             raise ValueError(f"sam_size must be a non-empty string, got {self.sam_size!r}")
-        check_positive_int("image_size", self.image_size)
+        check_positive_int("image_size", self.image_size, MAX_SIDE)
         self.coerce_sections({"fusion": UniFusionConfig, "mask": MaskEncoderConfig, "lora": LoraSettings,
                               "text": TextEncoderConfig}, optional=("text",))
         if self.fusion.dim != 256:
@@ -94,7 +103,7 @@ class UniFusionSamConfig(JsonConfig):
             raise ValueError(f"text.dim must equal fusion.dim {self.fusion.dim}, got {self.text.dim}")
         if not isinstance(self.train_mask_decoder, bool):
             raise TypeError(f"train_mask_decoder must be a bool, got {self.train_mask_decoder!r}")
-        check_positive_int("reference_pool", self.reference_pool)
+        check_positive_int("reference_pool", self.reference_pool, 64)
         if not isinstance(self.text_point, bool):
             raise TypeError(f"text_point must be a bool, got {self.text_point!r}")
         if self.text_point and self.text is None:
