@@ -294,16 +294,23 @@ def test_video_tab(driver, url, data, tmp_path):
     _shot(d, tmp_path, "video")
 
 
-def test_video_tab_pauses_takes_a_click_and_resumes(driver, url, data, tmp_path):
-    d, labels = driver, data["labels"]
+def _track_until_paused(d, url, data, frame: int) -> None:
+    """The Video tab: the test clip uploaded, its first object painted, tracked with a pause after ``frame``."""
+    labels = data["labels"]
     _open(d, url, "Video")
     _upload(d, "video-file", data["root"] / "clip.zip")
     _wait_status(d, "video-status", "frames", "⚠")
     obj = [i for i in np.unique(labels) if i][0]
     _paint(d, "video-editor", [_centre(labels == obj)], labels.shape)
-    d.find_element(By.CSS_SELECTOR, "#video-pause textarea").send_keys("2")
+    d.find_element(By.CSS_SELECTOR, "#video-pause textarea").send_keys(str(frame))
     d.find_element(By.CSS_SELECTOR, "#video-run").click()
-    assert _wait_status(d, "video-status", "paused", "⚠").startswith("paused after frame 2"), _status(d, "video-status")
+    status = _wait_status(d, "video-status", "paused", "⚠")
+    assert status.startswith(f"paused after frame {frame}"), _status(d, "video-status")
+
+
+def test_video_tab_pauses_takes_a_click_and_resumes(driver, url, data, tmp_path):
+    d = driver
+    _track_until_paused(d, url, data, 2)
     img = _wait(lambda: d.find_elements(By.CSS_SELECTOR, "#video-paused img"))[0]
     _wait(lambda: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
     time.sleep(0.5)
@@ -322,15 +329,8 @@ def test_video_tab_pauses_takes_a_click_and_resumes(driver, url, data, tmp_path)
 
 
 def test_video_tab_resume_finishes(driver, url, data, tmp_path):
-    d, labels = driver, data["labels"]
-    _open(d, url, "Video")
-    _upload(d, "video-file", data["root"] / "clip.zip")
-    _wait_status(d, "video-status", "frames", "⚠")
-    obj = [i for i in np.unique(labels) if i][0]
-    _paint(d, "video-editor", [_centre(labels == obj)], labels.shape)
-    d.find_element(By.CSS_SELECTOR, "#video-pause textarea").send_keys("1")
-    d.find_element(By.CSS_SELECTOR, "#video-run").click()
-    assert _wait_status(d, "video-status", "paused", "⚠").startswith("paused after frame 1")
+    d = driver
+    _track_until_paused(d, url, data, 1)
     d.find_element(By.CSS_SELECTOR, "#video-resume").click()
     status = _wait_status(d, "video-status", "tracked", "⚠")
     assert status == "tracked 1 object from the first-frame mask through 6 frames", status
