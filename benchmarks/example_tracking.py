@@ -5,7 +5,8 @@ its mask on the frame where it first appears (VOS, as the run's evaluation does)
 pictures of the same object drawn into other scenes (``object_examples``, seeded per object), given from frame
 0 on, so the model has to find the object first. Scored with the DAVIS protocol (first and last frames
 dropped) per object; also when each example-given object is first found (frames after it first appears),
-and how many are never found.
+how many are "found" before they appear (a look-alike taken for them: the score must say an object is not
+there yet) and how many are never found.
 
     python benchmarks/example_tracking.py --run outputs/default           # the UniFusion-SAM default run
     python benchmarks/example_tracking.py --run outputs/uniref_default    # the full UniRef++ default run
@@ -67,11 +68,13 @@ def measure(model, config, n_videos: int, shots: int, progress: bool = True) -> 
             if found[k] is None:
                 never += 1
             else:
-                delays.append(max(0, found[k] - first[k]))
+                delays.append(found[k] - first[k])  # < 0: "found" before it is there (a look-alike)
     mask_jf, example_jf = (float(meters[m].compute()["J&F-Mean"]) for m in ("mask", "examples"))
     return {"objects": count, "mask_jf": mask_jf, "examples_jf": example_jf, "gap": mask_jf - example_jf,
             "found_same_frame": float(np.mean([d == 0 for d in delays])) if delays else 0.0,
-            "mean_frames_to_find": float(np.mean(delays)) if delays else None, "never_found": never, "shots": shots}
+            "found_before_appearing": sum(d < 0 for d in delays),
+            "mean_frames_to_find": float(np.mean([d for d in delays if d >= 0])) if any(d >= 0 for d in delays) else None,
+            "never_found": never, "shots": shots}
 
 
 def format_report(r: dict, n_videos: int) -> str:
@@ -81,6 +84,7 @@ def format_report(r: dict, n_videos: int) -> str:
         f"J&F from examples:            {r['examples_jf']:.3f}   (gap {r['gap']:+.3f})",
         f"found on the frame it first appears: {100 * r['found_same_frame']:.0f} % of the found objects; "
         f"mean frames to find: {r['mean_frames_to_find'] if r['mean_frames_to_find'] is None else round(r['mean_frames_to_find'], 2)}; "
+        f"found before it appears (a look-alike): {r['found_before_appearing']}; "
         f"never found: {r['never_found']} of {r['objects']}",
     ])
 

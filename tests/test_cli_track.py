@@ -91,6 +91,12 @@ def test_add_specs_are_checked(tmp_path):
             parse_add(bad)
 
 
+def _default_sigint() -> None:
+    """A command started in the background of a shell inherits SIGINT ignored (POSIX), and Python then never
+    raises KeyboardInterrupt: the child gets the default disposition, as a terminal user's tracker has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_leaves_every_frame_written_so_far_readable(clip, tmp_path):
     root, video = clip
     long = tmp_path / "long.mp4"
@@ -101,7 +107,8 @@ def test_ctrl_c_leaves_every_frame_written_so_far_readable(clip, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "unifusion_sam", "track", str(long), "--text", "the red circle",
-                             "--out-dir", str(out), *TINY], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--out-dir", str(out), *TINY], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)
     deadline = time.time() + 240
     while time.time() < deadline and len(list((out / "masks").glob("*.png"))) < 5:
         time.sleep(0.1)

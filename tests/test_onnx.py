@@ -150,6 +150,29 @@ def test_prompt_graph_is_metas_prompt_encoder(lite0):
         assert got.shape == want.shape and float((got - want).abs().max()) < 1e-4
 
 
+
+def test_fusion_graphs_mask_padding_with_a_bias_not_a_nan_guard(lite0):
+    """The fusion graphs add the padding as a ``[N, 1, 1, L]`` bias: no IsNaN / Where over the full attention
+    probabilities (the exporter's ``scaled_dot_product_attention`` added them, a fifth of the graph's time),
+    and a fully padded object still gets exactly zero (its row attends to every token, then is zeroed)."""
+    import onnx
+
+    model, folder, onnx_model = lite0
+    for name in ("fuse_mask", "fuse_text"):
+        ops = {node.op_type for node in onnx.load(str(folder / f"{name}.onnx")).graph.node}
+        assert "IsNaN" not in ops and "Softmax" in ops, (name, sorted(ops))
+    session = onnx_model.sessions["fuse_mask"]
+    (h, w), c = model.backend.embedding_size, model.config.fusion.dim
+    t = h * w  # one reference map on the grid
+    features = model.encode_image(torch.randn(1, 3, model.image_size, model.image_size)).detach().numpy()
+    padding = np.zeros((2, t), bool)
+    padding[1] = True  # the second object has no reference at all
+    delta, token = session.run(None, {"features": features, "keys": np.random.randn(2, t, c).astype(np.float32),
+                                      "values": np.random.randn(2, t, c).astype(np.float32), "key_padding": padding,
+                                      "key_local": np.ones((2, t), bool), "mask_pooled": np.ones((2, c), np.float32),
+                                      "has_mask": np.array([True, False]), "tracking": np.array([True, True])})
+    assert np.isfinite(delta).all() and np.abs(delta[0]).max() > 0 and np.abs(delta[1]).max() == 0.0
+
 def test_tokenizer_matches_transformers(lite0):
     model, _, onnx_model = lite0
     sentences = ["a red circle", "Ünïcödé naïve café — the left one!", "word " * 200, "  x  "]

@@ -148,6 +148,31 @@ def test_synthetic_examples_show_the_videos_object():
     assert len(sample.ref_images) == 3 and sample.mask.shape == (64, 64)
 
 
+
+def test_absent_example_samples_have_empty_targets_on_another_videos_frame():
+    """``absent_prob``: search samples whose frame shows no trace of the examples' object (an empty target,
+    so the score learns to say "not here"); found samples never are; the choice is fixed per item."""
+    data = SyntheticDataset("train", "vos", 40, CONFIG)
+    samples = [data.example_video_sample(i, shots=2, found_prob=0.5, absent_prob=0.5) for i in range(40)]
+    absent = [s for s in samples if s.meta["absent"]]
+    assert 5 <= len(absent) <= 15, len(absent)
+    for s in absent:
+        base = data.video_sample(s.meta["index"])
+        assert not s.meta["found"] and not s.mask.any() and s.mask.shape == base.mask.shape
+        assert not np.array_equal(s.image, base.image)  # another video's frame
+        assert s.meta["ref_local"] == [False, False]
+    assert all(s.mask.any() for s in samples if not s.meta["absent"])
+    again = data.example_video_sample(absent[0].meta["index"], shots=2, found_prob=0.5, absent_prob=0.5)
+    assert again.meta["absent"] and np.array_equal(again.image, absent[0].image)
+    none = [data.example_video_sample(i, shots=2, found_prob=0.5) for i in range(40)]
+    assert not any(s.meta["absent"] for s in none)
+    with pytest.raises(ValueError, match="absent_prob"):
+        data.example_video_sample(0, absent_prob=1.5)
+    with pytest.raises(ValueError, match="absent_prob"):
+        from unifusion_sam.training import DataSource
+
+        DataSource(kind="synthetic", task="vos_examples", options={"absent_prob": -0.1})
+
 def test_both_families_train_on_example_prompted_samples(tiny_sam_factory):
     """The ``vos_examples`` sample kind (examples from other scenes, plus the previous frame when found): its
     references carry their local flags into the SAM batch, and a few steps on one batch lower each family's loss."""

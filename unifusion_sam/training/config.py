@@ -67,7 +67,8 @@ class DataSource(JsonConfig):
         if self.task == "vos_examples" and self.kind != "synthetic":
             raise ValueError(f"data task 'vos_examples' (the object shown by examples from other scenes) is made by the "
                              f"synthetic generator only, not by {self.kind!r}")
-        for name, check in (("shots", check_positive_int), ("found_prob", check_probability)):
+        for name, check in (("shots", check_positive_int), ("found_prob", check_probability),
+                            ("absent_prob", check_probability)):
             if name in self.options:
                 if self.task != "vos_examples":
                     raise ValueError(f"data.options.{name} is for task 'vos_examples', not {self.task!r}")

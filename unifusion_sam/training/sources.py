@@ -95,8 +95,10 @@ class SyntheticSource(Source):
     """The library's synthetic data; ``options.pool`` = how many distinct items are cycled (default 4000);
     ``options.first_ref`` (VOS / RVOS) = the object's first frame is an extra (first) reference; for
     ``vos_examples`` (the object shown by examples from other scenes instead of its first frame),
-    ``options.shots`` examples (default 1) and ``options.found_prob``, the share of samples where the object
-    was found already and its previous-frame mask follows the examples (default 0.5)."""
+    ``options.shots`` examples (default 1), ``options.found_prob``, the share of samples where the object
+    was found already and its previous-frame mask follows the examples (default 0.5), and
+    ``options.absent_prob``, the share of the other (search) samples whose frame does not show the object
+    (default 0)."""
 
     def __init__(self, cfg: DataSource, image_size: int, seed: int) -> None:
         from ..data.synthetic import SyntheticConfig, SyntheticDataset
@@ -106,6 +108,7 @@ class SyntheticSource(Source):
         self.first_ref = options.pop("first_ref", False)  # validated by DataSource
         self.shots = int(options.pop("shots", 1))
         self.found_prob = float(options.pop("found_prob", 0.5))
+        self.absent_prob = float(options.pop("absent_prob", 0.0))
         task = {"pseudo_vos": "ris", "det": "ris", "vos_examples": "vos"}.get(cfg.task, cfg.task)
         config = SyntheticConfig(seed=seed, image_size=(image_size, image_size), **options)
         self.dataset = SyntheticDataset(cfg.split, task, self.pool, config)
@@ -123,7 +126,7 @@ class SyntheticSource(Source):
                              boxes=mask_boxes(masks), labels=np.zeros(len(ids), np.int64), instance_masks=masks)
         video = self.task in ("vos", "rvos")
         if self.task == "vos_examples":
-            s = self.dataset.example_video_sample(i, self.shots, self.found_prob)
+            s = self.dataset.example_video_sample(i, self.shots, self.found_prob, self.absent_prob)
         else:
             s = self.dataset.video_sample(i, first_ref=self.first_ref) if video else self.dataset[i]
         key = f"{self.name}:{self.dataset.split}:{i}"

@@ -144,24 +144,36 @@ class SyntheticDataset:
                          ref_masks=ref_masks, meta=meta)
 
 
-    def example_video_sample(self, i: int, shots: int = 1, found_prob: float = 0.5) -> RefSample:
+    def example_video_sample(self, i: int, shots: int = 1, found_prob: float = 0.5, absent_prob: float = 0.0) -> RefSample:
         """VOS sample ``i`` whose object is shown by ``shots`` examples from other scenes
         (:func:`~.examples.object_examples`) instead of its first frame, as example-prompted tracking does:
         with probability ``found_prob`` the object was found already and its previous-frame mask follows the
         examples (the tracking state), otherwise the examples are the only references (the search state).
+        In the search state, with probability ``absent_prob`` the frame is one of another video, where the
+        object is not: the target is an empty mask (and the score's target 0), so the model learns to say
+        that what the examples show is not there, rather than settle on a look-alike before the object enters.
         ``meta["ref_local"]`` says which references are frames of the video (``True``) and which are other
-        images (``False``). Task ``"vos_examples"``."""
+        images (``False``); ``meta["absent"]`` marks the empty targets. Task ``"vos_examples"``."""
+        for name, p in (("found_prob", found_prob), ("absent_prob", absent_prob)):
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
         base = self.video_sample(i)
         obj = base.meta["object_id"]
-        spec = sample_video(self.config, self.split, self._index(i))
-        examples = object_examples(self.config, self.split, example_key(self._index(i), obj), spec.shapes[obj - 1],
-                                   shots)
-        rng = item_rng(self.config.seed, self.split, "vos_examples", self._index(i))
+        index = self._index(i)
+        spec = sample_video(self.config, self.split, index)
+        examples = object_examples(self.config, self.split, example_key(index, obj), spec.shapes[obj - 1], shots)
+        rng = item_rng(self.config.seed, self.split, "vos_examples", index)
         found = bool(rng.random() < found_prob)
+        absent = not found and bool(rng.random() < absent_prob)
+        image, mask, meta = base.image, base.mask, dict(base.meta)
+        if absent:  # a frame of another video (a different stream of the generator: other identities)
+            other = sample_video(self.config, self.split, index + 1 + int(rng.integers(1 << 20)))
+            image = other.render(int(rng.integers(other.num_frames)))[0]
+            mask = np.zeros_like(base.mask)
         images = [e[0] for e in examples] + (list(base.ref_images[-1:]) if found else [])
         masks = [e[1] for e in examples] + (list(base.ref_masks[-1:]) if found else [])
-        meta = {**base.meta, "ref_local": [False] * len(examples) + [True] * found, "found": found}
-        return RefSample("vos_examples", base.image, base.mask, ref_images=images, ref_masks=masks, meta=meta)
+        meta.update({"ref_local": [False] * len(examples) + [True] * found, "found": found, "absent": absent})
+        return RefSample("vos_examples", image, mask, ref_images=images, ref_masks=masks, meta=meta)
 
 
 def _min_pixels(spec: VideoSpec, object_id: int, t: int) -> int:
