@@ -6,7 +6,8 @@ pictures of the same object drawn into other scenes (``object_examples``, seeded
 0 on, so the model has to find the object first. Scored with the DAVIS protocol (first and last frames
 dropped) per object; also when each example-given object is first found (frames after it first appears),
 how many are "found" before they appear (a look-alike taken for them: the score must say an object is not
-there yet) and how many are never found.
+there yet) and how many are never found; and where the gap comes from (per-object mean IoU by how each was
+found: with a good or a poor mask, on a look-alike, never).
 
     python benchmarks/example_tracking.py --run outputs/default           # the UniFusion-SAM default run
     python benchmarks/example_tracking.py --run outputs/uniref_default    # the full UniRef++ default run
@@ -44,6 +45,7 @@ def measure(model, config, n_videos: int, shots: int, progress: bool = True) -> 
     videos = SyntheticDataset("heldout", "vos", n_videos, config)
     meters = {"mask": VOSMeter(), "examples": VOSMeter()}
     delays, never, count = [], 0, 0
+    groups: dict[str, list[tuple[float, float]]] = {}  # per-object mean IoU (mask, examples) by how it was found
     for i in tqdm(range(n_videos), desc="videos", disable=not progress):
         video, spec = videos.video(i), sample_video(config, "heldout", i)
         labels = [np.asarray(video.annotations[t]) for t in range(len(video.frames))]
@@ -59,6 +61,13 @@ def measure(model, config, n_videos: int, shots: int, progress: bool = True) -> 
         runs["examples"], found = track(model, video.frames, shown, {}, sigma=0.3)
         for k in video.object_ids:
             name = f"{video.name}_{k}"
+            iou = {mode: np.mean([_iou(outputs[t].get(k), labels[t] == k) for t in range(1, len(labels) - 1)])
+                   for mode, outputs in runs.items()}
+            f = found[k]
+            group = "never found" if f is None else "found before it appears" if f < first[k] else \
+                "found, mask IoU >= 0.5" if _iou(runs["examples"][f].get(k), labels[f] == k) >= 0.5 else \
+                "found, mask IoU < 0.5"
+            groups.setdefault(group, []).append((iou["mask"], iou["examples"]))
             for mode, outputs in runs.items():
                 meters[mode].start_video(name, n_objects=1)
                 for t, masks in enumerate(outputs):
@@ -74,7 +83,23 @@ def measure(model, config, n_videos: int, shots: int, progress: bool = True) -> 
             "found_same_frame": float(np.mean([d == 0 for d in delays])) if delays else 0.0,
             "found_before_appearing": sum(d < 0 for d in delays),
             "mean_frames_to_find": float(np.mean([d for d in delays if d >= 0])) if any(d >= 0 for d in delays) else None,
-            "never_found": never, "shots": shots}
+            "never_found": never, "shots": shots, "breakdown": _breakdown(groups)}
+
+
+def _iou(pred: np.ndarray | None, truth: np.ndarray) -> float:
+    """IoU of a predicted mask (``None``: nothing) with the truth; 1 when both are empty."""
+    pred = np.zeros(truth.shape, bool) if pred is None else pred.astype(bool)
+    union = (pred | truth).sum()
+    return 1.0 if union == 0 else float((pred & truth).sum() / union)
+
+
+def _breakdown(groups: dict[str, list[tuple[float, float]]]) -> dict:
+    """Where the gap comes from: per group of objects (by how the examples found them) their count, mean IoU
+    over the scored frames from the mask and from examples, and their share of the summed IoU gap."""
+    total = sum(m - e for rows in groups.values() for m, e in rows) or 1.0
+    return {g: {"objects": len(rows), "iou_mask": float(np.mean([m for m, _ in rows])),
+                "iou_examples": float(np.mean([e for _, e in rows])),
+                "share_of_gap": float(sum(m - e for m, e in rows) / total)} for g, rows in groups.items()}
 
 
 def format_report(r: dict, n_videos: int) -> str:
@@ -86,6 +111,9 @@ def format_report(r: dict, n_videos: int) -> str:
         f"mean frames to find: {r['mean_frames_to_find'] if r['mean_frames_to_find'] is None else round(r['mean_frames_to_find'], 2)}; "
         f"found before it appears (a look-alike): {r['found_before_appearing']}; "
         f"never found: {r['never_found']} of {r['objects']}",
+        "per-object mean IoU (from the mask / from examples, share of the gap):",
+        *(f"  {g}: {b['objects']} objects, {b['iou_mask']:.3f} / {b['iou_examples']:.3f}, {100 * b['share_of_gap']:.0f} %"
+          for g, b in r["breakdown"].items()),
     ])
 
 

@@ -230,7 +230,9 @@ def test_track_from_a_sentence_and_examples_matches_pytorch(lite0):
     frames = [np.roll(image, 3 * t, axis=1) for t in range(4)]
     ref = _scene(3)
     kwargs = {"text": {1: "the bright square"}, "examples": {2: [(ref[0], ref[1][0])]}}
-    for w, g in zip(model.track(frames, **kwargs), onnx_model.track(frames, **kwargs)):
+    want, got = list(model.track(frames, **kwargs)), list(onnx_model.track(frames, **kwargs))
+    assert len(want) == len(got) == len(frames)
+    for w, g in zip(want, got):
         assert (w.label_map != g.label_map).mean() < 1e-3
         assert all(abs(w.scores[k] - g.scores[k]) < 1e-3 for k in w.scores)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -195,8 +194,7 @@ def test_adapter_presets_and_overrides(name, overrides):
     cfg = ok_or_refused(merge_overrides, base, overrides, needles=[*map(str, overrides), *map(repr, overrides.values())],
                         what=f"merge_overrides({name!r}, {overrides!r})")
     if cfg is not None:
-        assert type(cfg).from_json(cfg.to_json()).to_dict() == cfg.to_dict() or any(
-            isinstance(v, float) and not math.isfinite(v) for v in json.loads(cfg.to_json().replace("NaN", "1")))
+        assert type(cfg).from_json(cfg.to_json()).to_dict() == cfg.to_dict()
 
 
 @given(dirs=st.sampled_from(["adapter", "uniref"]), data=st.data())

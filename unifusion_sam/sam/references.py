@@ -4,16 +4,19 @@
 - :func:`group_references`: every sample's mask-reference tokens side by side, padded;
 - :func:`mean_by_owner`: the mean prototype per sample;
 - :func:`stack_text`: every sample's words, padded;
-- :class:`References`: the result, ready for fusion.
+- :class:`References`: the result, ready for fusion;
+- :func:`object_text` / :func:`object_masks`: the same from the ``ObjectQuery`` of each object on a frame.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..fusion.unifusion import ReferenceTokens
+from ..interface import MaskReference, ObjectQuery
 
 
 def group_references(
@@ -102,3 +105,34 @@ def stack_text(words: list[torch.Tensor | None], pooled: list[torch.Tensor | Non
         pooled_out[i] = p
         has[i] = True
     return References(lang=ReferenceTokens(tokens, tokens, padding), text_pooled=pooled_out, has_text=has)
+
+
+def object_text(objects: Sequence[ObjectQuery]) -> References:
+    """The sentences of the objects on a frame (``None`` where an object has none) as padded language references."""
+    if not objects:
+        return References()
+    return stack_text([o.text.words[0][~o.text.padding_mask[0]] if o.text is not None else None for o in objects],
+                      [o.text.pooled[0] if o.text is not None else None for o in objects])
+
+
+def object_masks(objects: Sequence[ObjectQuery], tracking: bool, device: torch.device | str = "cpu"
+                 ) -> tuple[MaskReference, torch.Tensor, torch.Tensor | None] | None:
+    """Every mask reference of the ``N`` objects on a frame, stacked: ``(encoded, owner, tracking_rows)`` with
+    ``R`` references, ``owner`` ``[R]`` (the object of each) and ``tracking_rows`` ``[N]`` (whose queries take
+    the grid encoding: every object's when all references are frames of this video, ``None`` when none is,
+    else the owners of those that are). A reference says itself whether it is a frame of this video (local)
+    or an example from another image; one that does not say follows ``tracking``. ``None`` without any."""
+    rows = [(i, ref) for i, o in enumerate(objects) for ref in o.masks]
+    if not rows:
+        return None
+    encoded = MaskReference.stack([MaskReference(ref.levels, ref.prototype, ref.local_flags(tracking)) for _, ref in rows])
+    owner = torch.tensor([i for i, _ in rows], device=device)
+    flags = encoded.local.to(device)
+    n = max(len(objects), 1)
+    if bool(flags.all()):
+        return encoded, owner, torch.ones(n, dtype=torch.bool, device=device)
+    if not bool(flags.any()):
+        return encoded, owner, None
+    tracking_rows = torch.zeros(n, dtype=torch.bool, device=device)
+    tracking_rows[owner[flags]] = True  # examples of some objects (other images) beside frames of this video
+    return encoded, owner, tracking_rows

@@ -24,7 +24,7 @@ from ...fusion.unifusion import ReferenceTokens, UniFusion
 from ...inference.mixin import ReferenceInferenceMixin
 from ...interface import Decoded, MaskReference, MaskResult, ObjectQuery, PreparedImage, Prompts
 from ..backends import make_backend
-from ..references import References, group_references, mean_by_owner, stack_text
+from ..references import References, group_references, mean_by_owner, object_masks, object_text, stack_text
 from .batch import SamBatch, SamOutput
 from .checkpoint import CheckpointMixin
 from .config import UniFusionSamConfig
@@ -338,22 +338,12 @@ class UniFusionSam(CheckpointMixin, ReferenceInferenceMixin, nn.Module):
         """All objects (or, with prompts only, one sample) on one frame ``[1, D, h, w]`` in one batched
         forward: SAM low-res logits ``[N, 1, 4h, 4w]`` and object scores ``[N]``."""
         n = max(len(objects), 1)
-        refs = stack_text([o.text.words[0][~o.text.padding_mask[0]] if o.text is not None else None for o in objects],
-                          [o.text.pooled[0] if o.text is not None else None for o in objects]) if objects else References()
-        rows = [(i, ref) for i, o in enumerate(objects) for ref in o.masks]
-        if rows:
-            # a reference says itself whether it is a frame of this video (local) or an example from another
-            # image; one that does not say follows ``tracking``
-            rows = [(i, MaskReference(ref.levels, ref.prototype, ref.local_flags(tracking))) for i, ref in rows]
-            encoded = MaskReference.stack([ref for _, ref in rows])
-            owner = torch.tensor([i for i, _ in rows], device=frame.device)
-            flags = encoded.local.to(frame.device)
-            if bool(flags.all()) or not bool(flags.any()):  # one kind only: every object's queries alike
+        refs = object_text(objects)
+        found = object_masks(objects, tracking, frame.device)
+        if found is not None:
+            encoded, owner, tracking_rows = found
+            if bool(encoded.local.all()) or not bool(encoded.local.any()):  # one kind only: every query alike
                 encoded.local = None
-                tracking_rows = torch.ones(n, dtype=torch.bool, device=frame.device) if bool(flags.all()) else None
-            else:  # examples of some objects (other images) beside frames of this video
-                tracking_rows = torch.zeros(n, dtype=torch.bool, device=frame.device)
-                tracking_rows[owner[flags]] = True
             masks = self.mask_references(encoded, owner, n)
             refs.mask, refs.mask_pooled, refs.has_mask = masks.mask, masks.mask_pooled, masks.has_mask
             refs.tracking = tracking_rows

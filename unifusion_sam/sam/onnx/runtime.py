@@ -25,7 +25,7 @@ from ...fusion.unifusion import ReferenceTokens
 from ...inference.mixin import ReferenceInferenceMixin
 from ...interface import Decoded, MaskReference, MaskResult, ObjectQuery, PreparedImage, Prompts
 from ..backends.transforms import SamTransform
-from ..references import group_references, mean_by_owner, stack_text
+from ..references import group_references, mean_by_owner, object_masks, object_text
 from .spec import read_config
 
 
@@ -183,30 +183,24 @@ class OnnxSam(ReferenceInferenceMixin):
         n = max(len(objects), 1)
         embedding = frame[:, :256].expand(n, -1, -1, -1)
         fused, token = embedding, None
-        refs = stack_text([o.text.words[0][~o.text.padding_mask[0]] if o.text is not None else None for o in objects],
-                          [o.text.pooled[0] if o.text is not None else None for o in objects]) if objects else None
+        refs = object_text(objects)
         has_any = torch.zeros(n, dtype=torch.bool)
-        if refs is not None and refs.lang is not None:
+        if refs.lang is not None:
             delta, token = self._run("fuse_text", features=frame, words=refs.lang.keys,
                                      word_padding=refs.lang.padding_mask, text_pooled=refs.text_pooled,
                                      has_text=refs.has_text)
             fused, has_any = fused + delta, has_any | refs.has_text
-        rows = [(i, ref) for i, o in enumerate(objects) for ref in o.masks]
-        if rows:
-            rows = [(i, MaskReference(ref.levels, ref.prototype, ref.local_flags(tracking))) for i, ref in rows]
-            encoded = MaskReference.stack([ref for _, ref in rows])
-            owner = torch.tensor([i for i, _ in rows])
-            flags = encoded.local
-            tracking_rows = torch.zeros(n, dtype=torch.bool)
-            tracking_rows[owner[flags]] = True
-            if bool(flags.all()):
-                tracking_rows[:] = True  # as UniFusionSam: one kind only, every object's queries alike
+        found = object_masks(objects, tracking)
+        if found is not None:
+            encoded, owner, tracking_rows = found
             lv = encoded.levels[0]
             grouped = group_references(lv.keys, lv.values, owner, n, encoded.local)
             pooled, has_mask = mean_by_owner(encoded.prototype, owner, n)
             delta, mask_token = self._run("fuse_mask", features=frame, keys=grouped.keys, values=grouped.values,
                                           key_padding=grouped.padding_mask, key_local=grouped.local,
-                                          mask_pooled=pooled, has_mask=has_mask, tracking=tracking_rows)
+                                          mask_pooled=pooled, has_mask=has_mask,
+                                          tracking=torch.zeros(n, dtype=torch.bool) if tracking_rows is None
+                                          else tracking_rows)
             fused, has_any = fused + delta, has_any | has_mask
             token = mask_token if token is None else token + mask_token
         sparse = self._prompt_tokens(prompts, prepared, n)
