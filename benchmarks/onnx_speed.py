@@ -8,6 +8,8 @@ count for both runtimes (``--threads``, default torch's):
 - a tracking step with 1 and with 4 objects: the mean time per frame of ``track`` over a synthetic video
   after the first frame (image encoder, the previous frame's mask references, fusion, decoder).
 
+Each timing is the median of ``--rounds`` rounds in which the runtimes take turns.
+
 Models: the default run's (``--run``, default ``outputs/default`` when it exists, else the untrained
 ``sam-lite0`` adapter) and a ViT-B SAM at 512 with random weights (``--vit-b``, ``sam-vit-b`` adapter).
 Goal: onnxruntime at most 0.8x PyTorch's time per tracking step. With ``--metrics`` the run's held-out
@@ -62,6 +64,12 @@ def time_predict(model, images: list[np.ndarray], sentence: str) -> float:
     return statistics.median(times)
 
 
+def shifted(frames: list[np.ndarray], masks: dict, shift: int) -> tuple[list[np.ndarray], dict]:
+    """The video rolled by ``shift`` pixels: other content for the frame cache, the same work."""
+    return ([np.ascontiguousarray(np.roll(f, shift, axis=1)) for f in frames],
+            {k: np.roll(m, shift, axis=1) for k, m in masks.items()})
+
+
 def time_track(model, frames: list[np.ndarray], masks: dict) -> float:
     """Mean seconds per frame of ``track`` after the first frame (a warm-up pass on other frames first: encoded
     frames are cached by content, and these must be encoded)."""
@@ -70,6 +78,22 @@ def time_track(model, frames: list[np.ndarray], masks: dict) -> float:
     for _ in model.track(frames, masks=masks):
         stamps.append(time.perf_counter())
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+
+def timings(runtimes: dict, images: list[np.ndarray], clips: dict, rounds: int) -> dict:
+    """Per runtime, the median over ``rounds`` rounds of each timing. The runtimes take turns within a round
+    (so a slow spell of a shared machine falls on all of them), and each round tracks the clips shifted by
+    another offset (new frames to encode)."""
+    samples: dict = {label: {} for label in runtimes}
+    for r in range(rounds):
+        for label, runtime in runtimes.items():
+            with torch.no_grad():
+                got = {"predict_text_s": time_predict(runtime, [np.roll(i, 7 * r, axis=1) for i in images],
+                                                      "the small red circle"),
+                       **{f"track_{k}_objects_s": time_track(runtime, *shifted(*clips[k], 7 * r)) for k in clips}}
+            for key, value in got.items():
+                samples[label].setdefault(key, []).append(value)
+    return {label: {k: statistics.median(v) for k, v in got.items()} for label, got in samples.items()}
 
 
 def heldout(run: Path | None) -> tuple[SyntheticConfig, int, int]:
@@ -93,12 +117,10 @@ def measure(name: str, model, work: Path, args, int8: bool, run: Path | None) ->
     size = args.size
     images = [video(size, 2, 1, seed=s)[0][0] for s in range(args.repeats + 1)]
     clips = {k: video(size, args.frames, k) for k in (1, 4)}
-    row: dict = {"model": name, "image_size": model.image_size, "threads": args.threads}
-    for label, runtime in runtimes.items():
-        with torch.no_grad():
-            row[label] = {"predict_text_s": time_predict(runtime, images, "the small red circle"),
-                          **{f"track_{k}_objects_s": time_track(runtime, *clips[k]) for k in (1, 4)}}
-        print(f"{label:>13}: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in row[label].items()), flush=True)
+    row: dict = {"model": name, "image_size": model.image_size, "threads": args.threads, "rounds": args.rounds}
+    for label, got in timings(runtimes, images, clips, args.rounds).items():
+        row[label] = got
+        print(f"{label:>13}: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in got.items()), flush=True)
     for label in runtimes:
         if label != "pytorch":
             row[f"{label} / pytorch"] = {k: row[label][k] / row["pytorch"][k] for k in row["pytorch"]}
@@ -127,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval-samples", type=int, default=None, help="images and videos to score (default: the run's)")
     parser.add_argument("--frames", type=int, default=16, help="frames of each timed video")
     parser.add_argument("--repeats", type=int, default=8, help="timed predict calls")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every timing; the medians are reported")
+    parser.add_argument("--vit-b-rounds", type=int, default=2, help="rounds for the ViT-B model (seconds a step)")
     parser.add_argument("--size", type=int, default=128, help="side of the synthetic test images")
     parser.add_argument("--threads", type=int, default=None, help="threads for both runtimes (default: torch's)")
     parser.add_argument("--json", type=Path, default=None)
@@ -154,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.vit_b:
             torch.manual_seed(0)
             vit = wrap_sam(build_sam("vit_b", image_size=512), adapter="sam-vit-b").eval()
-            args_vit = argparse.Namespace(**{**vars(args), "metrics": False})
+            args_vit = argparse.Namespace(**{**vars(args), "metrics": False, "rounds": args.vit_b_rounds})
             report["rows"].append(measure("vit_b-512", vit, work, args_vit, int8=False, run=None)
                                   | {"what": "ViT-B SAM at 512, random weights"})
     if args.json is not None:

@@ -237,6 +237,31 @@ def test_track_from_a_sentence_and_examples_matches_pytorch(lite0):
         assert all(abs(w.scores[k] - g.scores[k]) < 1e-3 for k in w.scores)
 
 
+def test_torch_glue_runs_on_one_thread_and_the_sessions_stop_spinning(lite0, monkeypatch):
+    """Between the graphs torch runs on one thread (its OpenMP workers would spin and take onnxruntime's cores),
+    the caller's count is restored after each call, and each session's threads spin only during its own run."""
+    _, folder, _ = lite0
+    onnx_model = from_onnx(folder, device="cpu", threads=2)
+    for session in onnx_model.sessions.values():
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    seen = []
+    run = onnx_model._run
+    monkeypatch.setattr(onnx_model, "_run", lambda name, **feeds: seen.append(torch.get_num_threads()) or run(name, **feeds))
+    image, masks = _scene(4)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        onnx_model.predict(image, text="the bright square")
+        assert torch.get_num_threads() == 2
+        list(onnx_model.track([image, np.roll(image, 2, axis=1)], masks={1: masks[0]}))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+    assert len(seen) >= 5 and set(seen) == {1}
+
+
 # ----------------------------------------------------------------------------- loading and the front ends
 def test_loads_through_from_pretrained_and_the_cli(lite0, tmp_path, capsys):
     import unifusion_sam

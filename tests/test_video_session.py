@@ -629,3 +629,18 @@ def test_set_previous_mask_replaces_only_the_previous_reference(late_video):
     session.add_text_object(4, "object 2")  # a sentence before a confident frame: no mask to follow yet
     with pytest.raises(ValueError, match="follows no mask"):
         session.set_previous_mask(4, labels[2] == 1)
+
+
+def test_soft_aggregation_by_hand():
+    """background = prod(1 - p_i); each pixel takes the first largest of [background, p_1, ...]: a tie goes to
+    the background, then to the lower id; labels are the object ids; the map is resized nearest-neighbour."""
+    from unifusion_sam.inference.tracking import aggregate
+
+    p3 = torch.tensor([[0.9, 0.2, 0.5, 0.0]])
+    p7 = torch.tensor([[0.1, 0.7, 0.5, 0.0]])
+    # background: 0.09, 0.24, 0.25, 1.0 -> 3, 7, 3 (0.5 == 0.5: the lower id), 0
+    assert aggregate({7: p7, 3: p3}, (1, 4)).tolist() == [[3, 7, 3, 0]]
+    # one object at 0.5: background 0.5 ties it and wins
+    assert aggregate({5: torch.tensor([[0.5, 0.6]])}, (1, 2)).tolist() == [[0, 5]]
+    assert aggregate({3: p3, 7: p7}, (2, 8)).tolist() == [[3, 3, 7, 7, 3, 3, 0, 0]] * 2
+    assert aggregate({}, (2, 3)).tolist() == [[0, 0, 0]] * 2

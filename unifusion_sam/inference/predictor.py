@@ -23,7 +23,7 @@ import hashlib
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, is_dataclass
 
 import numpy as np
@@ -137,14 +137,17 @@ class EmbeddingCache:
 @contextmanager
 def inference_mode(model):
     """``no_grad`` with every submodule in eval mode (no dropout, BatchNorm running statistics, none
-    updated); each module's own mode is restored after."""
+    updated); each module's own mode is restored after. A model with an ``inference_context()`` method (a
+    context manager: a runtime's own settings, such as :class:`~unifusion_sam.sam.onnx.OnnxSam`'s torch
+    threads) is run inside it too."""
     # only the modules in training mode are switched (and back): setting ``training`` through
     # ``nn.Module.__setattr__`` on every module of a large model costs milliseconds per call
     training = [m for m in model.modules() if m.training] if isinstance(model, torch.nn.Module) else []
     for m in training:
         m.training = False
+    runtime = getattr(model, "inference_context", None)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), (runtime() if runtime is not None else nullcontext()):
             yield
     finally:
         for m in training:
@@ -191,8 +194,8 @@ class ReferencePredictor:
         hit = self.cache.get(key)
         if hit is not None:
             return rgb, hit[0], hit[1]
-        prepared = self.model.prepare_image(rgb, task, pad_to)
         with inference_mode(self.model):
+            prepared = self.model.prepare_image(rgb, task, pad_to)
             frame = self.model.encode_frame(prepared)
         self.cache.put(key, (prepared, frame))
         return rgb, prepared, frame

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +88,11 @@ class OnnxSam(ReferenceInferenceMixin):
         options = ort.SessionOptions()
         if self.threads is not None:
             options.intra_op_num_threads = int(self.threads)
-        # the graphs run one after another: an idle session's threads spinning for work they will not get
-        # steal the cores from the session that runs (4x slower on a 2-core CPU), so they sleep instead
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # the graphs run one after another: a session's threads spin for work between its own operators (the
+        # next one starts at once), and stop when its run ends, or they would take the cores from the next
+        # graph's session (4x slower on a 2-core CPU); see inference_context for torch's threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         options.log_severity_level = 3
         self.providers = providers
         self.sessions = {}
@@ -102,6 +105,19 @@ class OnnxSam(ReferenceInferenceMixin):
                                  "export the model again") from exc
         self.inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
         return self
+
+    @contextmanager
+    def inference_context(self):
+        """Where the shared inference code calls this model (:func:`~unifusion_sam.inference.inference_mode`):
+        torch on one thread. torch only runs the small glue between the graphs here; on its OpenMP pool, the
+        workers a glue operation wakes spin after it and take the cores from onnxruntime's next graph (a
+        tracking step on two cores: 52 ms against 42 ms). The caller's thread count is restored after."""
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
     @property
     def device(self) -> torch.device:
