@@ -7,7 +7,9 @@ pictures of the same object drawn into other scenes (``object_examples``, seeded
 dropped) per object; also when each example-given object is first found (frames after it first appears),
 how many are "found" before they appear (a look-alike taken for them: the score must say an object is not
 there yet) and how many are never found; and where the gap comes from (per-object mean IoU by how each was
-found: with a good or a poor mask, on a look-alike, never).
+found: with a good or a poor mask, on a look-alike, never). ``--search-bound`` also decodes every object from
+its examples alone on every frame and reports what a per-frame oracle choosing between that and the track
+would score: a bound on re-finding an object while tracking it.
 
     python benchmarks/example_tracking.py --run outputs/default           # the UniFusion-SAM default run
     python benchmarks/example_tracking.py --run outputs/uniref_default    # the full UniRef++ default run
@@ -40,11 +42,22 @@ def track(model, frames, objects: dict, late: dict, sigma: float) -> tuple[list[
     return outputs, {k: o.found_at for k, o in session.objects.items()}
 
 
+def search_bound(model, frames, labels, obj: int, shown, tracked) -> tuple[float, float]:
+    """Per-object mean IoU over the scored frames of the examples-only decode (``predict`` with the examples,
+    on every frame: the search, never tracking) and of a per-frame oracle taking the better of that and the
+    tracked mask (``tracked``: per-frame IoUs): a bound on any rule that re-finds an object while tracking."""
+    images, masks = [e[0] for e in shown], [e[1] for e in shown]
+    alone = [_iou(model.predict(frames[t], ref_images=images, ref_masks=masks).mask, labels[t] == obj)
+             for t in range(1, len(labels) - 1)]
+    return float(np.mean(alone)), float(np.mean(np.maximum(alone, tracked)))
+
+
 @torch.no_grad()
-def measure(model, config, n_videos: int, shots: int, progress: bool = True) -> dict:
+def measure(model, config, n_videos: int, shots: int, progress: bool = True, bound: bool = False) -> dict:
     videos = SyntheticDataset("heldout", "vos", n_videos, config)
     meters = {"mask": VOSMeter(), "examples": VOSMeter()}
     delays, never, count = [], 0, 0
+    bounds: list[tuple[float, float]] = []
     groups: dict[str, list[tuple[float, float]]] = {}  # per-object mean IoU (mask, examples) by how it was found
     for i in tqdm(range(n_videos), desc="videos", disable=not progress):
         video, spec = videos.video(i), sample_video(config, "heldout", i)
@@ -68,6 +81,9 @@ def measure(model, config, n_videos: int, shots: int, progress: bool = True) -> 
                 "found, mask IoU >= 0.5" if _iou(runs["examples"][f].get(k), labels[f] == k) >= 0.5 else \
                 "found, mask IoU < 0.5"
             groups.setdefault(group, []).append((iou["mask"], iou["examples"]))
+            if bound:
+                tracked = [_iou(runs["examples"][t].get(k), labels[t] == k) for t in range(1, len(labels) - 1)]
+                bounds.append(search_bound(model, video.frames, labels, k, shown[k], tracked))
             for mode, outputs in runs.items():
                 meters[mode].start_video(name, n_objects=1)
                 for t, masks in enumerate(outputs):
@@ -79,7 +95,11 @@ def measure(model, config, n_videos: int, shots: int, progress: bool = True) -> 
             else:
                 delays.append(found[k] - first[k])  # < 0: "found" before it is there (a look-alike)
     mask_jf, example_jf = (float(meters[m].compute()["J&F-Mean"]) for m in ("mask", "examples"))
-    return {"objects": count, "mask_jf": mask_jf, "examples_jf": example_jf, "gap": mask_jf - example_jf,
+    per_object = [b for rows in groups.values() for b in rows]
+    extra = {} if not bound else {"search_bound": {
+        "iou_mask": float(np.mean([m for m, _ in per_object])), "iou_examples": float(np.mean([e for _, e in per_object])),
+        "iou_examples_only": float(np.mean([a for a, _ in bounds])), "iou_best_per_frame": float(np.mean([b for _, b in bounds]))}}
+    return extra | {"objects": count, "mask_jf": mask_jf, "examples_jf": example_jf, "gap": mask_jf - example_jf,
             "found_same_frame": float(np.mean([d == 0 for d in delays])) if delays else 0.0,
             "found_before_appearing": sum(d < 0 for d in delays),
             "mean_frames_to_find": float(np.mean([d for d in delays if d >= 0])) if any(d >= 0 for d in delays) else None,
@@ -114,6 +134,10 @@ def format_report(r: dict, n_videos: int) -> str:
         "per-object mean IoU (from the mask / from examples, share of the gap):",
         *(f"  {g}: {b['objects']} objects, {b['iou_mask']:.3f} / {b['iou_examples']:.3f}, {100 * b['share_of_gap']:.0f} %"
           for g, b in r["breakdown"].items()),
+        *([] if "search_bound" not in r else [
+            "per-object mean IoU: from the mask {iou_mask:.3f}, tracked from examples {iou_examples:.3f}, the "
+            "examples-only decode on every frame {iou_examples_only:.3f}, the better of the last two on each frame "
+            "(an oracle) {iou_best_per_frame:.3f}".format(**r["search_bound"])]),
     ])
 
 
@@ -125,6 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, default=None, help="write the measurements here")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--search-bound", action="store_true",
+                        help="also decode each object from its examples alone on every frame, and report the "
+                             "per-frame oracle of that and the track (one more decode per object and frame)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     try:
@@ -134,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     _, config, n_videos, _ = run_split(args.run, family)
     n_videos = args.videos or n_videos
     print(f"{args.run} ({family}): held-out seed {config.seed}, {config.image_size[0]} px", file=sys.stderr)
-    report = measure(model.eval(), config, n_videos, args.shots, progress=not args.no_progress)
+    report = measure(model.eval(), config, n_videos, args.shots, progress=not args.no_progress, bound=args.search_bound)
     print(format_report(report, n_videos))
     write_json(args.json, report)
     return report

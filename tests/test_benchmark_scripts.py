@@ -57,3 +57,31 @@ def test_vos_failures_reports_drift_ceiling_and_lost_tracks(tmp_path, monkeypatc
     # an untrained adapter predicts SAM's prompt-less mask whatever the reference: far below a perfect copy
     assert report["ceiling"] < 0.9
     assert bench.iou(np.ones((2, 2), bool), np.eye(2, dtype=bool)) == 0.5
+
+
+def test_example_search_bound_by_hand(monkeypatch):
+    """The re-finding bound: the examples-only decode's IoU on the scored frames (the first and last dropped),
+    and the per-frame better of that and the track's."""
+    from types import SimpleNamespace
+
+    bench_dir = Path(__file__).parent.parent / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench_dir))
+    spec = importlib.util.spec_from_file_location("example_tracking", bench_dir / "example_tracking.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    truth = np.zeros((4, 6, 6), np.uint8)
+    truth[:, 1:3, 1:3] = 5  # object 5, 4 pixels on every frame
+    half = truth[0] == 5
+    half[1, 1:3] = False  # 2 of its 4 pixels: IoU 0.5
+    answers = {0: np.zeros((6, 6), bool), 1: truth[1] == 5, 2: half, 3: np.ones((6, 6), bool)}
+    calls = []
+
+    class Stub:
+        def predict(self, frame, ref_images, ref_masks):
+            calls.append((int(frame), len(ref_images), len(ref_masks)))
+            return SimpleNamespace(mask=answers[int(frame)])
+
+    frames = [np.int64(t) for t in range(4)]
+    alone, best = bench.search_bound(Stub(), frames, list(truth), 5, [("img", "m"), ("img", "m")], [0.25, 0.75])
+    assert calls == [(1, 2, 2), (2, 2, 2)]
+    assert alone == pytest.approx((1.0 + 0.5) / 2) and best == pytest.approx((1.0 + 0.75) / 2)

@@ -257,6 +257,15 @@ def test_torch_glue_runs_on_one_thread_and_the_sessions_stop_spinning(lite0, mon
         assert torch.get_num_threads() == 2
         list(onnx_model.track([image, np.roll(image, 2, axis=1)], masks={1: masks[0]}))
         assert torch.get_num_threads() == 2
+        # calls overlapping in a server's threads: the count comes back once the last one has left
+        first, second = onnx_model.inference_context(), onnx_model.inference_context()
+        first.__enter__()
+        second.__enter__()
+        assert torch.get_num_threads() == 1
+        first.__exit__(None, None, None)
+        assert torch.get_num_threads() == 1
+        second.__exit__(None, None, None)
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
     assert len(seen) >= 5 and set(seen) == {1}

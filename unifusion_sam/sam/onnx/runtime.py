@@ -14,6 +14,7 @@ they take; no network weight is in PyTorch.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,11 @@ from ...interface import Decoded, MaskReference, MaskResult, ObjectQuery, Prepar
 from ..backends.transforms import SamTransform
 from ..references import group_references, mean_by_owner, object_masks, object_text
 from .spec import read_config
+
+
+# torch's thread count while OnnxSam calls are in flight (process-wide, as torch's setting is)
+_GLUE_LOCK = threading.Lock()
+_GLUE = {"depth": 0, "threads": 1}
 
 
 def providers_for(device: str | torch.device | None) -> list[str]:
@@ -111,13 +117,20 @@ class OnnxSam(ReferenceInferenceMixin):
         """Where the shared inference code calls this model (:func:`~unifusion_sam.inference.inference_mode`):
         torch on one thread. torch only runs the small glue between the graphs here; on its OpenMP pool, the
         workers a glue operation wakes spin after it and take the cores from onnxruntime's next graph (a
-        tracking step on two cores: 52 ms against 42 ms). The caller's thread count is restored after."""
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
+        tracking step on two cores: 52 ms against 42 ms). The caller's thread count is restored when the last
+        of the calls in flight (a server's threads may overlap) has left."""
+        with _GLUE_LOCK:
+            if _GLUE["depth"] == 0:
+                _GLUE["threads"] = torch.get_num_threads()
+                torch.set_num_threads(1)
+            _GLUE["depth"] += 1
         try:
             yield
         finally:
-            torch.set_num_threads(previous)
+            with _GLUE_LOCK:
+                _GLUE["depth"] -= 1
+                if _GLUE["depth"] == 0:
+                    torch.set_num_threads(_GLUE["threads"])
 
     @property
     def device(self) -> torch.device:
