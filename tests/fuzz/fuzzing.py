@@ -69,8 +69,9 @@ def _names(message: str, needles: Iterable) -> bool:
 
 
 def check_refusal(exc: BaseException, needles: Iterable, what: str = "") -> None:
-    """``exc`` follows the rule: an allowed type whose message contains one of ``needles``."""
-    needles = [n for n in needles if n is not None]
+    """``exc`` follows the rule: an allowed type whose message contains one of ``needles``. An empty needle or
+    one punctuation character (a bare quote) would match almost any message, so those do not count."""
+    needles = [n for n in needles if n is not None and (len(str(n)) > 1 or str(n).isalnum())]
     if not isinstance(exc, ALLOWED):
         raise AssertionError(f"{what}: {type(exc).__name__} is not a clean refusal: {exc}") from exc
     message = str(exc)

@@ -182,9 +182,13 @@ class RunConfig(JsonConfig):
     deterministic: bool = False
 
     def __post_init__(self) -> None:
-        self.stage_names()  # validates ``stage``
         if self.mixed_precision is False:  # YAML 1.1 reads a bare `no` (file or --mixed_precision no) as false
             self.mixed_precision = "no"
+        for f in dataclasses.fields(self):  # paths and names (a family's too): YAML reads `1.0e-3` as a number
+            value = getattr(self, f.name)
+            if f.type in ("str", "str | None") and not isinstance(value, str) and not (value is None and f.type != "str"):
+                raise TypeError(f"{f.name} must be a string{'' if f.type == 'str' else ' or null'}, got {value!r}")
+        self.stage_names()  # validates ``stage``
         check_choice("mixed_precision", self.mixed_precision, ("no", "bf16", "fp16", "auto"))
         check_choice("tracker", self.tracker, ("tensorboard", "none"))
         if not isinstance(self.eval_untrained, bool):
