@@ -30,7 +30,6 @@ from ..backends.transforms import SamTransform
 from ..references import group_references, mean_by_owner, object_masks, object_text
 from .spec import read_config
 
-
 # torch's thread count while OnnxSam calls are in flight (process-wide, as torch's setting is)
 _GLUE_LOCK = threading.Lock()
 _GLUE = {"depth": 0, "threads": 1}
