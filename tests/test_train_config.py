@@ -79,6 +79,12 @@ def test_bad_values_are_errors():
         apply_overrides(cfg, {"stage": "everything"})
     with pytest.raises(FileNotFoundError, match="sam_checkpoint"):
         apply_overrides(cfg, {"sam_checkpoint": "/no/such/sam.pth"})
+    # YAML reads 1.0e-3 as a number and [1] as a list: a path or name field says it wants a string
+    with pytest.raises(TypeError, match=r"sam_checkpoint must be a string or null, got 0\.001"):
+        apply_overrides(cfg, {"sam_checkpoint": "1.0e-3"})
+    with pytest.raises(TypeError, match=r"output_dir must be a string, got \[1\]"):
+        apply_overrides(cfg, {"output_dir": "[1]"})
+    assert apply_overrides(cfg, {"adapter": "null"}).adapter is None
 
 
 def test_sam_checkpoint_of_another_size_fails_before_training(tmp_path):
