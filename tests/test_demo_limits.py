@@ -59,6 +59,12 @@ def test_config_limits_are_checked_and_round_trip(tmp_path):
                 DemoConfig(**{name: value})
     with pytest.raises(TypeError, match=r"max_image_pixels must be an int, got 1.5"):
         DemoConfig(max_image_pixels=1.5)
+    with pytest.raises(TypeError, match="max_frames"):
+        DemoConfig(max_frames=2.5)
+    with pytest.raises(ValueError, match="max_objects must be at most 8"):
+        DemoConfig(max_objects=9)
+    with pytest.raises(ValueError, match="gif_fps"):
+        DemoConfig(gif_fps=0)
 
 
 # ----------------------------------------------------------------------------------------- zips

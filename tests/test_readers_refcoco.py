@@ -6,7 +6,7 @@ import pytest
 from fixtures_layouts import corrupt, write_refcoco
 
 from unifusion_sam.data.io import DataError, DataWarning
-from unifusion_sam.data.readers import RefCOCO, load_refs_pickle, materialize
+from unifusion_sam.data.readers import RefCOCO, materialize
 from unifusion_sam.data.types import ReferringExpression
 
 
@@ -69,23 +69,7 @@ def test_missing_root_and_image_dir(tmp_path, refcoco):
         RefCOCO(tmp_path, "refcoco", "val", image_dir=tmp_path / "train2014")
 
 
-class _Evil:
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (os.mkdir, (self.target,))
-
-
-def test_refs_pickle_cannot_run_code(tmp_path, refcoco):
-    marker = tmp_path / "pwned"
-    with open(refcoco["refs_path"], "wb") as f:
-        pickle.dump([_Evil(str(marker))], f, protocol=2)
-    with pytest.raises(DataError, match=r"refs\(unc\)\.p"):
-        load_refs_pickle(refcoco["refs_path"])
-    with pytest.raises(DataError):
-        RefCOCO(tmp_path, "refcoco", "val")
-    assert not marker.exists()
+# a refs pickle carrying a payload: tests/test_hostile_files.py
 
 
 def test_inconsistent_ref_raises_or_skips(tmp_path, refcoco):
