@@ -148,7 +148,6 @@ def test_synthetic_examples_show_the_videos_object():
     assert len(sample.ref_images) == 3 and sample.mask.shape == (64, 64)
 
 
-
 def test_absent_example_samples_have_empty_targets_on_another_videos_frame():
     """``absent_prob``: search samples whose frame shows no trace of the examples' object (an empty target,
     so the score learns to say "not here"); found samples never are; the choice is fixed per item."""
@@ -168,10 +167,13 @@ def test_absent_example_samples_have_empty_targets_on_another_videos_frame():
     assert not any(s.meta["absent"] for s in none)
     with pytest.raises(ValueError, match="absent_prob"):
         data.example_video_sample(0, absent_prob=1.5)
-    with pytest.raises(ValueError, match="absent_prob"):
-        from unifusion_sam.training import DataSource
+    with pytest.raises(TypeError, match="absent_prob must be a number"):
+        data.example_video_sample(0, absent_prob=True)
+    from unifusion_sam.training import DataSource
 
+    with pytest.raises(ValueError, match="absent_prob"):
         DataSource(kind="synthetic", task="vos_examples", options={"absent_prob": -0.1})
+
 
 def test_both_families_train_on_example_prompted_samples(tiny_sam_factory):
     """The ``vos_examples`` sample kind (examples from other scenes, plus the previous frame when found): its

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ...config import check_probability
 from ..types import TASKS, FewShotEpisode, ReferringExpression, RefSample, VideoRecord
 from .config import SyntheticConfig
 from .episodes import make_episode
@@ -154,9 +155,8 @@ class SyntheticDataset:
         that what the examples show is not there, rather than settle on a look-alike before the object enters.
         ``meta["ref_local"]`` says which references are frames of the video (``True``) and which are other
         images (``False``); ``meta["absent"]`` marks the empty targets. Task ``"vos_examples"``."""
-        for name, p in (("found_prob", found_prob), ("absent_prob", absent_prob)):
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+        check_probability("found_prob", found_prob)
+        check_probability("absent_prob", absent_prob)
         base = self.video_sample(i)
         obj = base.meta["object_id"]
         index = self._index(i)
