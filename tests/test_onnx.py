@@ -246,6 +246,7 @@ def test_torch_glue_runs_on_one_thread_and_the_sessions_stop_spinning(lite0, mon
         options = session.get_session_options()
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
         assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+        assert options.get_session_config_entry("session.dynamic_block_base") == "2"
     seen = []
     run = onnx_model._run
     monkeypatch.setattr(onnx_model, "_run", lambda name, **feeds: seen.append(torch.get_num_threads()) or run(name, **feeds))

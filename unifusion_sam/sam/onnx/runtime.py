@@ -98,6 +98,9 @@ class OnnxSam(ReferenceInferenceMixin):
         # graph's session (4x slower on a 2-core CPU); see inference_context for torch's threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.add_session_config_entry("session.force_spinning_stop", "1")
+        # smaller blocks of a parallel loop's work, taken by whichever thread is free: a ViT-B image graph about
+        # 5 % faster on two cores (1.51 against 1.59 s, 1.67 against 1.76 s in two interleaved runs)
+        options.add_session_config_entry("session.dynamic_block_base", "2")
         options.log_severity_level = 3
         self.providers = providers
         self.sessions = {}
